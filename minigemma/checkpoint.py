@@ -1,0 +1,224 @@
+"""Safetensors checkpoints, read lazily through a memory map.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+byte range) and one flat block of tensor bytes. We parse that format directly instead of going
+through a framework, for three reasons:
+
+* bf16: NumPy has no bfloat16, so a bf16 tensor is read as raw `uint16` and widened to float32 by
+  putting its 16 bits in the high half of a 32-bit word (bf16 *is* the top half of an f32);
+* laziness: nothing is read until asked for, and a Per-Layer-Embedding table (vocab x layers x
+  256, billions of bytes in E2B) can be gathered row by row straight from the mapped file;
+* errors: a truncated or corrupt file, a missing tensor or a wrong shape becomes a
+  `CheckpointError` naming the file and tensor, never a crash deep inside NumPy.
+
+Large checkpoints come sharded: `model.safetensors.index.json` maps each tensor to its shard.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CheckpointError
+
+HEADER_SIZE_BYTES = 8
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+DTYPES = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # raw bits, widened by `bf16_to_f32`
+    "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32: the 16 bits become the top half of the word."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor lives: its file, dtype name, shape and byte offset in the mapped file."""
+
+    name: str
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+class SafetensorsFile:
+    """One mapped `.safetensors` file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < HEADER_SIZE_BYTES:
+                    raise CheckpointError(f"{path}: truncated ({size} bytes, not even a safetensors header)")
+                (header_len,) = struct.unpack("<Q", f.read(HEADER_SIZE_BYTES))
+                if header_len > MAX_HEADER_BYTES or HEADER_SIZE_BYTES + header_len > size:
+                    raise CheckpointError(
+                        f"{path}: corrupt or truncated header (says {header_len} bytes, file has {size})"
+                    )
+                try:
+                    header = json.loads(f.read(header_len))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot open ({e.strerror})") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+        self.metadata = header.pop("__metadata__", None) or {}
+        data_start = HEADER_SIZE_BYTES + header_len
+        self.tensors: dict[str, TensorRef] = {}
+        for name, info in header.items():
+            try:
+                dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{path}: corrupt header entry for tensor {name!r}") from None
+            if dtype not in DTYPES:
+                raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, minigemma reads {sorted(DTYPES)}")
+            expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+            if end - begin != expected:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} of shape {list(shape)} {dtype} needs {expected} bytes, header says {end - begin}"
+                )
+            if data_start + end > size:
+                raise CheckpointError(
+                    f"{path}: truncated: tensor {name!r} ends at byte {data_start + end}, file has {size}"
+                )
+            self.tensors[name] = TensorRef(name, path, dtype, shape, data_start + begin, expected)
+
+    def raw(self, ref: TensorRef) -> np.ndarray:
+        """The tensor's stored values as a read-only view of the mapped file (bf16 as uint16 bits)."""
+        dtype = DTYPES[ref.dtype]
+        count = ref.nbytes // dtype.itemsize
+        if count == 0:
+            return np.zeros(ref.shape, dtype)
+        return np.frombuffer(self._map, dtype=dtype, count=count, offset=ref.start).reshape(ref.shape)
+
+
+class Checkpoint:
+    """All tensors of a checkpoint directory (single file or sharded), by name, loaded on demand."""
+
+    def __init__(self, directory: str | os.PathLike):
+        directory = os.fspath(directory)
+        self.directory = directory
+        index = os.path.join(directory, INDEX_FILE)
+        if os.path.exists(index):
+            files = self._files_from_index(index)
+        elif os.path.exists(os.path.join(directory, SINGLE_FILE)):
+            files = [os.path.join(directory, SINGLE_FILE)]
+        else:
+            files = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".safetensors"))
+        if not files:
+            raise CheckpointError(f"{directory}: no *.safetensors weight files found")
+        self.files = [SafetensorsFile(f) for f in files]
+        self.refs: dict[str, TensorRef] = {}
+        self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
+        self._owner: dict[str, SafetensorsFile] = {}
+        for st in self.files:
+            for name, ref in st.tensors.items():
+                self.refs[name] = ref
+                self._owner[name] = st
+
+    def _files_from_index(self, index: str) -> list[str]:
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{index}: cannot read the shard index ({e})") from None
+        files = sorted(set(weight_map.values()))
+        for file in files:
+            if not os.path.exists(os.path.join(self.directory, file)):
+                raise CheckpointError(f"{index}: names shard {file}, which is missing from {self.directory}")
+        return [os.path.join(self.directory, file) for file in files]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.refs
+
+    def names(self) -> list[str]:
+        return list(self.refs)
+
+    def ref(self, name: str, shape: tuple[int, ...] | None = None) -> TensorRef:
+        self.accessed.add(name)
+        if name not in self.refs:
+            raise CheckpointError(f"{self.directory}: missing tensor {name!r}")
+        ref = self.refs[name]
+        if shape is not None and tuple(ref.shape) != tuple(shape):
+            raise CheckpointError(
+                f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)}"
+            )
+        return ref
+
+    def raw(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Stored values, mapped, never copied (bf16 as uint16 bits): for lazy row gathers."""
+        ref = self.ref(name, shape)
+        return self._owner[name].raw(ref)
+
+    def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The tensor as a float32 array in memory."""
+        ref = self.ref(name, shape)
+        return to_f32(self._owner[name].raw(ref), ref.dtype)
+
+    def nbytes(self) -> int:
+        return sum(ref.nbytes for ref in self.refs.values())
+
+
+def to_f32(values: np.ndarray, dtype_name: str) -> np.ndarray:
+    """Widen stored values (any float dtype, bf16 as bits) to a float32 array we own."""
+    if dtype_name == "BF16":
+        return bf16_to_f32(values)
+    return np.array(values, dtype=np.float32)
+
+
+def f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even as PyTorch does."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path: str, tensors: dict, metadata: dict | None = None, dtype: str = "F32") -> None:
+    """Write tensors to a safetensors file, one at a time (a huge checkpoint never sits in memory).
+
+    `tensors` maps name -> (shape, make) where `make()` returns the float32 values; `dtype` is
+    the stored type ("F32", "F16" or "BF16"). Integer arrays are stored as I64."""
+    header, layout, offset = {}, [], 0
+    for name, (shape, make) in tensors.items():
+        stored = dtype
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[stored].itemsize
+        header[name] = {"dtype": stored, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        layout.append((name, stored, make))
+        offset += nbytes
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # keep the data block 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for name, stored, make in layout:
+            values = np.asarray(make(), dtype=np.float32)
+            if stored == "BF16":
+                data = f32_to_bf16(values)
+            else:
+                data = values.astype(DTYPES[stored])
+            f.write(np.ascontiguousarray(data).tobytes())

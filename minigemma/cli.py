@@ -1,0 +1,135 @@
+"""The `minigemma` command line.
+
+    minigemma info [--model DIR]              what a checkpoint contains
+
+Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
+prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .errors import MinigemmaError
+
+EXIT_USER_ERROR = 2
+
+
+def add_model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", help="checkpoint directory in Hugging Face layout (default: the embedded model)")
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint", description="Describe a checkpoint: architecture, sizes, memory.")
+    add_model_flag(p)
+    p.set_defaults(run=run_info)
+
+
+def run_info(args) -> int:
+    from .model import load
+
+    model = load(args.model)
+    for line in describe(model):
+        print(line)
+    return 0
+
+
+def describe(model) -> list[str]:
+    t = model.config.text
+    pattern = "".join("G" if s.layer_type == "full_attention" else "S" for s in t.layers)
+    kv = "".join({None: ".", "store": "P", "reuse": "R"}[s.kv_sharing] for s in t.layers)
+    lines = [
+        f"model:       {model.path}",
+        f"type:        {model.config.model_type}",
+        f"layers:      {t.num_hidden_layers}  [{pattern}]  (S sliding window {t.sliding_window}, G global)",
+        f"kv sharing:  [{kv}]  (P stores keys/values, R reuses them)",
+        f"hidden:      {t.hidden_size}, vocab {t.vocab_size}, MLP {t.intermediate_size}"
+        + (" (double-wide on shared layers)" if t.use_double_wide_mlp and t.num_kv_shared_layers else ""),
+    ]
+    for layer_type in sorted(set(t.layer_types)):
+        spec = next(s for s in t.layers if s.layer_type == layer_type)
+        r = t.rope[layer_type]
+        lines.append(
+            f"{'sliding' if spec.is_sliding else 'global'} attn: {t.num_attention_heads} heads x {spec.head_dim}, "
+            f"{spec.num_kv_heads} KV heads; RoPE {r.rope_type} theta {r.theta:g}"
+            + (f", rotary fraction {r.partial_rotary_factor:g}" if r.rope_type == "proportional" else "")
+        )
+    if t.has_ple:
+        lines.append(f"PLE:         {t.hidden_size_per_layer_input} per layer, table {t.vocab_size_per_layer_input} rows")
+    if t.enable_moe_block:
+        lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
+    if t.final_logit_softcapping:
+        lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
+    resident, mapped = memory_bytes(model.weights)
+    lines.append(f"memory:      {resident / 2**20:.1f} MiB resident, {mapped / 2**20:.1f} MiB memory-mapped")
+    return lines
+
+
+def memory_bytes(weights) -> tuple[int, int]:
+    """Bytes of arrays we own (resident) vs arrays that are views of a mapped file."""
+    seen, resident, mapped = set(), 0, 0
+    stack = [weights]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, np.ndarray):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if _is_mapped(obj):
+                mapped += obj.nbytes
+            else:
+                resident += obj.nbytes
+        elif isinstance(obj, tuple | list):
+            stack.extend(obj)
+        elif hasattr(obj, "__dataclass_fields__"):
+            stack.extend(getattr(obj, f) for f in obj.__dataclass_fields__)
+    return resident, mapped
+
+
+def _is_mapped(a: np.ndarray) -> bool:
+    import mmap
+
+    base = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+COMMANDS = [add_info]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigemma", description="A readable NumPy interpreter of Gemma 4.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.run(args)
+    except MinigemmaError as e:
+        print(f"minigemma: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

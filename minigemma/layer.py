@@ -1,0 +1,141 @@
+"""One Gemma 4 decoder layer (mirrors `Gemma4TextDecoderLayer`).
+
+    h = h + post_attn_norm(attention(input_norm(h)))          attention block, "sandwich" norms
+    r = h
+    f = mlp(pre_ffw_norm(h))                                   dense MLP (the shared expert)
+    f = moe_block(r, f)                    if MoE              routed experts, added beside it
+    h = r + post_ffw_norm(f)
+    h = per_layer_input(h, ple_i)          if PLE              the layer's own token signal
+    h = h * layer_scalar                                       a learned per-layer scale
+
+Gemma norms both the input *and* the output of each block before adding it to the residual
+(four norms per layer, more with MoE); the final `layer_scalar` lets training shrink or grow a
+whole layer's contribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .attention import (
+    AttentionWeights,
+    attend,
+    attention_mask,
+    load_attention,
+    output_projection,
+    project_keys_values,
+    project_queries,
+)
+from .checkpoint import Checkpoint
+from .config import LayerSpec, TextConfig
+from .mlp import MLPWeights, load_mlp, mlp
+from .moe import MoEWeights, load_moe, moe_block
+from .norm import rms_norm
+from .ops import activation
+from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    attention: AttentionWeights
+    mlp: MLPWeights
+    input_norm: np.ndarray  # input_layernorm
+    post_attention_norm: np.ndarray  # post_attention_layernorm
+    pre_feedforward_norm: np.ndarray  # pre_feedforward_layernorm
+    post_feedforward_norm: np.ndarray  # post_feedforward_layernorm
+    layer_scalar: np.ndarray  # (1,)
+    moe: MoEWeights | None
+    ple: PLELayerWeights | None
+
+
+def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) -> LayerWeights:
+    h = cfg.hidden_size
+
+    def norm(name):
+        return ckpt.f32(f"{prefix}.{name}.weight", (h,))
+
+    return LayerWeights(
+        attention=load_attention(ckpt, f"{prefix}.self_attn", spec, cfg),
+        mlp=load_mlp(ckpt, f"{prefix}.mlp", h, spec.mlp_intermediate),
+        input_norm=norm("input_layernorm"),
+        post_attention_norm=norm("post_attention_layernorm"),
+        pre_feedforward_norm=norm("pre_feedforward_layernorm"),
+        post_feedforward_norm=norm("post_feedforward_layernorm"),
+        layer_scalar=ckpt.f32(f"{prefix}.layer_scalar", (1,)),
+        moe=load_moe(ckpt, prefix, h, cfg.num_experts, cfg.moe_intermediate_size) if cfg.enable_moe_block else None,
+        ple=load_ple_layer(ckpt, prefix, h, cfg.hidden_size_per_layer_input) if cfg.has_ple else None,
+    )
+
+
+def _no_tap(name: str, value: np.ndarray) -> None:
+    pass
+
+
+@dataclass
+class ForwardContext:
+    """What all layers of one forward pass share.
+
+    positions: absolute position of each input token (seq,); rope: (cos, sin) per layer type;
+    shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
+    cache: per-layer KV caches for incremental decoding (None: attend within this input only);
+    tap: called with (name, array) at every named step, for traces."""
+
+    positions: np.ndarray
+    rope: dict
+    shared_kv: dict = field(default_factory=dict)
+    cache: list | None = None
+    tap: object = _no_tap
+
+
+def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap):
+    """The attention block's core: (seq, hidden) normed input -> (seq, hidden)."""
+    cos, sin = ctx.rope[spec.layer_type]
+    eps = cfg.rms_norm_eps
+    q = project_queries(x, w, spec, eps, cos, sin)  # (seq, heads, head_dim)
+    if spec.reuses_kv:
+        k, v, k_pos = ctx.shared_kv[spec.kv_producer]  # the producer's keys/values, cache included
+    else:
+        k, v = project_keys_values(x, w, spec, eps, cos, sin)  # (seq, kv_heads, head_dim)
+        k_pos = ctx.positions
+        if ctx.cache is not None:
+            k, v, k_pos = ctx.cache[spec.index].update(k, v, ctx.positions)  # past + new
+        if spec.kv_sharing == "store":
+            ctx.shared_kv[spec.index] = (k, v, k_pos)
+        tap("k", k)
+        tap("v", v)
+    tap("q", q)
+    window = cfg.attention_window if spec.is_sliding else None
+    mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal)  # (seq, k_len)
+    out = output_projection(attend(q, k, v, mask), w)
+    tap("out", out)
+    return out
+
+
+def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, per_layer_input=None):
+    """(seq, hidden) -> (seq, hidden). `per_layer_input`: this layer's PLE slice (seq, ple_dim)."""
+    eps, act = cfg.rms_norm_eps, activation(cfg.hidden_activation)
+    i = spec.index
+
+    def tap(name, value):
+        ctx.tap(f"layers.{i}.{name}", value)
+
+    attn_tap = lambda name, value: tap(f"attn.{name}", value)  # noqa: E731
+    attn = self_attention(rms_norm(h, w.input_norm, eps), w.attention, spec, cfg, ctx, attn_tap)
+    h = h + rms_norm(attn, w.post_attention_norm, eps)
+
+    residual = h
+    f = mlp(rms_norm(h, w.pre_feedforward_norm, eps), w.mlp, act)
+    tap("mlp.out", f)
+    if w.moe is not None:
+        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, lambda n, v: tap(f"moe.{n}", v))
+        tap("moe.out", f)
+    h = residual + rms_norm(f, w.post_feedforward_norm, eps)
+
+    if w.ple is not None:
+        h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps)
+        tap("ple.out", h)
+    h = h * w.layer_scalar
+    tap("out", h)
+    return h

@@ -1,0 +1,111 @@
+"""`minigemma.load` and the `Model` users hold: the public face of the package.
+
+`load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
+`*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
+layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
+model under `model.language_model.*`). `Model.forward` turns token ids into logits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .config import ModelConfig, load_config
+from .errors import CheckpointError, ConfigError, InputError
+from .text import TextWeights, embed_tokens, load_text, text_forward
+
+TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
+HEAD_NAME = "lm_head.weight"
+# Tensors a checkpoint may carry that the text model does not read: KV-shared layers' unused
+# key/value projections (the reference ignores them too) and towers handled elsewhere.
+IGNORED = (
+    re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
+    re.compile(r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\..*"),
+)
+
+
+class Model:
+    """A loaded Gemma 4 checkpoint. Holds the config and float32 weights; no global state."""
+
+    def __init__(self, config: ModelConfig, weights: TextWeights, path: str | None = None):
+        self.config = config
+        self.weights = weights
+        self.path = path
+
+    @property
+    def text_config(self):
+        return self.config.text
+
+    def forward(self, input_ids) -> np.ndarray:
+        """Token ids -> float32 logits. (seq,) -> (seq, vocab); (batch, seq) -> (batch, seq, vocab)."""
+        ids = check_token_ids(input_ids, self.config.text.vocab_size)
+        if ids.ndim == 1:
+            return self._forward_one(ids)
+        return np.stack([self._forward_one(row) for row in ids])
+
+    def _forward_one(self, ids: np.ndarray, tap=None) -> np.ndarray:
+        cfg = self.config.text
+        positions = np.arange(len(ids))
+        return text_forward(embed_tokens(ids, self.weights, cfg), ids, self.weights, cfg, positions, tap=tap)
+
+    def __repr__(self) -> str:
+        t = self.config.text
+        return (
+            f"Model({self.config.model_type}, layers={t.num_hidden_layers}, hidden={t.hidden_size}, "
+            f"vocab={t.vocab_size}, path={self.path!r})"
+        )
+
+
+def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.ndarray:
+    """Validate token ids: integers, 1-D or 2-D, non-empty, each in [0, vocab_size)."""
+    try:
+        arr = np.asarray(input_ids)
+    except ValueError as e:  # ragged nested lists
+        raise InputError(f"{name}: expected a rectangular array of token ids ({e})") from None
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"{name}: expected integer token ids, found dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise InputError(f"{name}: expected shape (seq,) or (batch, seq), found {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name}: empty input, expected at least one token id")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise InputError(f"{name}: token id {bad} outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int64)
+
+
+def load(path: str | os.PathLike | None = None) -> Model:
+    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model."""
+    if path is None:
+        path = default_model_path()
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json)")
+    config = load_config(path)
+    ckpt = Checkpoint(path)
+    prefix = TEXT_PREFIX[config.model_type]
+    weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    _check_unexpected(ckpt, config)
+    return Model(config, weights, path)
+
+
+def default_model_path() -> str:
+    """The small trained Gemma 4 that ships inside the package."""
+    here = os.path.join(os.path.dirname(__file__), "data", "tiny")
+    if not os.path.isdir(here):
+        raise ConfigError(f"{here}: the embedded default model is not installed; pass a checkpoint directory")
+    return here
+
+
+def _check_unexpected(ckpt: Checkpoint, config: ModelConfig) -> None:
+    for name in ckpt.names():
+        if name in ckpt.accessed or any(p.match(name) for p in IGNORED):
+            continue
+        if name == HEAD_NAME and config.text.tie_word_embeddings:
+            continue  # some checkpoints store the tied head anyway
+        raise CheckpointError(f"{ckpt.refs[name].file}: unexpected tensor {name!r} (not part of a {config.model_type} model)")

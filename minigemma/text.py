@@ -1,0 +1,111 @@
+"""The Gemma 4 language model end to end (mirrors `Gemma4TextModel` and `Gemma4ForCausalLM`).
+
+    ids -> embed * sqrt(hidden)                            scaled token embedding
+        -> PLE inputs (token table + context projection)   one small vector per layer per token
+        -> decoder layers (sliding / global, dual RoPE)
+        -> final RMSNorm
+        -> logits = h @ embed.T                            the head is the embedding, tied
+        -> cap * tanh(logits / cap)                        final logit soft-cap
+
+The embedding is multiplied by sqrt(hidden) because the table is shared with the output head,
+where small vectors are wanted; the scale brings the inputs back to unit-ish size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .config import TextConfig
+from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
+from .norm import rms_norm
+from .ops import linear, soft_cap
+from .ple import PLEWeights, load_ple, per_layer_inputs, token_identity
+from .rope import inverse_frequencies, rope_tables
+
+
+@dataclass(frozen=True)
+class TextWeights:
+    embed: np.ndarray  # (vocab, hidden)
+    layers: tuple[LayerWeights, ...]
+    final_norm: np.ndarray  # (hidden,)
+    lm_head: np.ndarray  # (vocab, hidden): the embedding itself when tied
+    ple: PLEWeights | None
+
+
+def load_text(ckpt: Checkpoint, cfg: TextConfig, prefix: str, head_name: str) -> TextWeights:
+    """`prefix`: where the text model's tensors live (`model` or `model.language_model`);
+    `head_name`: the untied output head's tensor (`lm_head.weight`)."""
+    h = cfg.hidden_size
+    embed = ckpt.f32(f"{prefix}.embed_tokens.weight", (cfg.vocab_size, h))
+    if cfg.tie_word_embeddings:
+        lm_head = embed
+    else:
+        lm_head = ckpt.f32(head_name, (cfg.vocab_size, h))
+    ple = None
+    if cfg.has_ple:
+        ple = load_ple(
+            ckpt, prefix, cfg.vocab_size_per_layer_input, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input, h
+        )
+    return TextWeights(
+        embed=embed,
+        layers=tuple(load_layer(ckpt, f"{prefix}.layers.{s.index}", s, cfg) for s in cfg.layers),
+        final_norm=ckpt.f32(f"{prefix}.norm.weight", (h,)),
+        lm_head=lm_head,
+        ple=ple,
+    )
+
+
+def embed_tokens(ids: np.ndarray, w: TextWeights, cfg: TextConfig) -> np.ndarray:
+    """Token ids (seq,) -> scaled embeddings (seq, hidden)."""
+    return w.embed[ids] * np.float32(cfg.hidden_size**0.5)
+
+
+def rope_for_positions(positions: np.ndarray, cfg: TextConfig) -> dict:
+    """(cos, sin) tables for each layer type present: the dual RoPE."""
+    tables = {}
+    for layer_type, params in cfg.rope.items():
+        head_dim = next(s.head_dim for s in cfg.layers if s.layer_type == layer_type)
+        tables[layer_type] = rope_tables(positions, inverse_frequencies(params, head_dim))
+    return tables
+
+
+def text_forward(
+    embeds: np.ndarray,
+    ple_ids: np.ndarray | None,
+    w: TextWeights,
+    cfg: TextConfig,
+    positions: np.ndarray,
+    cache=None,
+    tap=None,
+) -> np.ndarray:
+    """Run the decoder stack on scaled embeddings (seq, hidden); returns logits (seq, vocab).
+
+    `ple_ids`: the token ids whose PLE table rows to use (multimodal placeholders pass the pad id);
+    `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None."""
+    ctx = ForwardContext(positions=positions, rope=rope_for_positions(positions, cfg), cache=cache)
+    if tap is not None:
+        ctx.tap = tap
+    ctx.tap("embed", embeds)
+    ple_inputs = None
+    if w.ple is not None:
+        identity = token_identity(ple_ids, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
+        ple_inputs = per_layer_inputs(
+            identity, embeds, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input, cfg.rms_norm_eps
+        )  # (seq, layers, ple_dim)
+        ctx.tap("ple.inputs", ple_inputs)
+
+    h = embeds
+    for spec, lw in zip(cfg.layers, w.layers):
+        layer_input = ple_inputs[:, spec.index] if ple_inputs is not None else None
+        h = decoder_layer(h, lw, spec, cfg, ctx, layer_input)
+
+    h = rms_norm(h, w.final_norm, cfg.rms_norm_eps)
+    ctx.tap("final_norm", h)
+    logits = linear(h, w.lm_head)
+    if cfg.final_logit_softcapping is not None:
+        logits = soft_cap(logits, cfg.final_logit_softcapping)
+    ctx.tap("logits", logits)
+    return logits
