@@ -115,10 +115,52 @@ class SafetensorsFile:
         return np.frombuffer(self._map, dtype=dtype, count=count, offset=ref.start).reshape(ref.shape)
 
 
-class Checkpoint:
-    """All tensors of a checkpoint directory (single file or sharded), by name, loaded on demand."""
+class TensorSource:
+    """Tensors by name, checked against the shape the caller expects. Subclasses say where
+    the values live: `Checkpoint` (mapped safetensors files) or `ArrayCheckpoint` (memory)."""
+
+    directory: str
+    refs: dict[str, TensorRef]
+
+    def __init__(self):
+        self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.refs
+
+    def names(self) -> list[str]:
+        return list(self.refs)
+
+    def ref(self, name: str, shape: tuple[int, ...] | None = None) -> TensorRef:
+        self.accessed.add(name)
+        if name not in self.refs:
+            raise CheckpointError(f"{self.directory}: missing tensor {name!r}")
+        ref = self.refs[name]
+        if shape is not None and tuple(ref.shape) != tuple(shape):
+            raise CheckpointError(f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)}")
+        return ref
+
+    def raw(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Stored values, never copied (bf16 as uint16 bits): for lazy row gathers."""
+        return self._stored(self.ref(name, shape))
+
+    def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The tensor as a float32 array in memory."""
+        ref = self.ref(name, shape)
+        return to_f32(self._stored(ref), ref.dtype)
+
+    def nbytes(self) -> int:
+        return sum(ref.nbytes for ref in self.refs.values())
+
+    def _stored(self, ref: TensorRef) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Checkpoint(TensorSource):
+    """All tensors of a checkpoint directory (single file or sharded), mapped, read on demand."""
 
     def __init__(self, directory: str | os.PathLike):
+        super().__init__()
         directory = os.fspath(directory)
         self.directory = directory
         index = os.path.join(directory, INDEX_FILE)
@@ -131,8 +173,7 @@ class Checkpoint:
         if not files:
             raise CheckpointError(f"{directory}: no *.safetensors weight files found")
         self.files = [SafetensorsFile(f) for f in files]
-        self.refs: dict[str, TensorRef] = {}
-        self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
+        self.refs = {}
         self._owner: dict[str, SafetensorsFile] = {}
         for st in self.files:
             for name, ref in st.tensors.items():
@@ -151,35 +192,24 @@ class Checkpoint:
                 raise CheckpointError(f"{index}: names shard {file}, which is missing from {self.directory}")
         return [os.path.join(self.directory, file) for file in files]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.refs
+    def _stored(self, ref: TensorRef) -> np.ndarray:
+        return self._owner[ref.name].raw(ref)
 
-    def names(self) -> list[str]:
-        return list(self.refs)
 
-    def ref(self, name: str, shape: tuple[int, ...] | None = None) -> TensorRef:
-        self.accessed.add(name)
-        if name not in self.refs:
-            raise CheckpointError(f"{self.directory}: missing tensor {name!r}")
-        ref = self.refs[name]
-        if shape is not None and tuple(ref.shape) != tuple(shape):
-            raise CheckpointError(
-                f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)}"
-            )
-        return ref
+class ArrayCheckpoint(TensorSource):
+    """Tensors already in memory (name -> float array), behind the same interface: for
+    converters, lessons and tests that hold a state dict rather than a file."""
 
-    def raw(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """Stored values, mapped, never copied (bf16 as uint16 bits): for lazy row gathers."""
-        ref = self.ref(name, shape)
-        return self._owner[name].raw(ref)
+    def __init__(self, tensors: dict[str, np.ndarray], source: str = "<arrays>"):
+        super().__init__()
+        self.directory = source
+        self.arrays = {name: np.asarray(a) for name, a in tensors.items()}
+        self.refs = {
+            name: TensorRef(name, source, "F32", tuple(a.shape), 0, a.nbytes) for name, a in self.arrays.items()
+        }
 
-    def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """The tensor as a float32 array in memory."""
-        ref = self.ref(name, shape)
-        return to_f32(self._owner[name].raw(ref), ref.dtype)
-
-    def nbytes(self) -> int:
-        return sum(ref.nbytes for ref in self.refs.values())
+    def _stored(self, ref: TensorRef) -> np.ndarray:
+        return self.arrays[ref.name]
 
 
 def to_f32(values: np.ndarray, dtype_name: str) -> np.ndarray:

@@ -252,10 +252,11 @@ def text_config_from_dict(raw: dict, where: str = "") -> TextConfig:
     n_heads = r.positive_int("num_attention_heads")
     n_kv = r.positive_int("num_key_value_heads")
     head_dim = r.positive_int("head_dim")
-    window = r.positive_int("sliding_window")
     vocab = r.positive_int("vocab_size")
     k_eq_v = r.boolean("attention_k_eq_v")
     bidirectional = r.choice("use_bidirectional_attention", (None, "vision", "all"))
+    # bidirectional models store the window as 2 * (half-window - 1), which may be 0
+    window = r.int_in_range("sliding_window", 0 if bidirectional == "all" else 1, 2**62)
     activation = r.choice("hidden_activation", ACTIVATIONS)
 
     layer_types = _layer_types(c["layer_types"], n_layers, where)
