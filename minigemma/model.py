@@ -16,6 +16,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
+from .multimodal import merge_soft_tokens, placeholder_ids
 from .text import TextWeights, embed_tokens, load_text, text_forward
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
@@ -29,28 +30,66 @@ IGNORED = (
 
 
 class Model:
-    """A loaded Gemma 4 checkpoint. Holds the config and float32 weights; no global state."""
+    """A loaded Gemma 4 checkpoint. Holds the config and float32 weights; no global state.
 
-    def __init__(self, config: ModelConfig, weights: TextWeights, path: str | None = None):
+    `vision` / `audio`: the encoder towers' weights when the checkpoint has them, else None."""
+
+    def __init__(self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None):
         self.config = config
         self.weights = weights
         self.path = path
+        self.vision = vision
+        self.audio = audio
 
     @property
     def text_config(self):
         return self.config.text
 
-    def forward(self, input_ids) -> np.ndarray:
-        """Token ids -> float32 logits. (seq,) -> (seq, vocab); (batch, seq) -> (batch, seq, vocab)."""
-        ids = check_token_ids(input_ids, self.config.text.vocab_size)
-        if ids.ndim == 1:
-            return self._forward_one(ids)
-        return np.stack([self._forward_one(row) for row in ids])
+    def forward(
+        self,
+        input_ids,
+        pixel_values=None,
+        image_position_ids=None,
+        input_features=None,
+        input_features_mask=None,
+        mm_token_type_ids=None,
+    ) -> np.ndarray:
+        """Token ids -> float32 logits. (seq,) -> (seq, vocab); (batch, seq) -> (batch, seq, vocab).
 
-    def _forward_one(self, ids: np.ndarray, tap=None) -> np.ndarray:
+        Images and audio come as the Hugging Face processor emits them (`pixel_values`,
+        `image_position_ids`; `input_features`, `input_features_mask`); their soft tokens replace
+        the placeholder tokens of `input_ids`, in order, across the batch."""
+        ids = check_token_ids(input_ids, self.config.text.vocab_size)
+        batch = ids if ids.ndim == 2 else ids[None]
+        soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
+        logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
+        return np.stack(logits) if ids.ndim == 2 else logits[0]
+
+    def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
+        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
+        soft = []
+        if pixel_values is not None or image_position_ids is not None:
+            raise InputError("pixel_values: this checkpoint has no vision tower")
+        if input_features is not None or input_features_mask is not None:
+            raise InputError("input_features: this checkpoint has no audio tower")
+        return soft
+
+    def embed(self, ids: np.ndarray, soft=()) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (seq,) -> the text model's input embeddings (seq, hidden) with soft tokens
+        merged in, and the ids to read Per-Layer Embeddings with (placeholders read the pad row)."""
         cfg = self.config.text
-        positions = np.arange(len(ids))
-        return text_forward(embed_tokens(ids, self.weights, cfg), ids, self.weights, cfg, positions, tap=tap)
+        if not soft:
+            return embed_tokens(ids, self.weights, cfg), ids
+        text_ids = placeholder_ids(ids, [token_id for token_id, _, _ in soft], cfg.pad_token_id)
+        embeds = embed_tokens(text_ids, self.weights, cfg)
+        for token_id, what, tokens in soft:
+            embeds = merge_soft_tokens(embeds, ids, token_id, tokens, what)
+        return embeds, text_ids
+
+    def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
+        cfg = self.config.text
+        embeds, ple_ids = self.embed(ids, soft)
+        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -58,6 +97,25 @@ class Model:
             f"Model({self.config.model_type}, layers={t.num_hidden_layers}, hidden={t.hidden_size}, "
             f"vocab={t.vocab_size}, path={self.path!r})"
         )
+
+
+def split_by_row(batch: np.ndarray, soft: list) -> list[list]:
+    """Hand each batch row the soft tokens of its own placeholders, consumed in order."""
+    rows, offsets = [], [0] * len(soft)
+    for row in batch:
+        row_soft = []
+        for j, (token_id, what, tokens) in enumerate(soft):
+            n = int(np.sum(row == token_id))
+            row_soft.append((token_id, what, tokens[offsets[j] : offsets[j] + n]))
+            offsets[j] += n
+        rows.append(row_soft)
+    for (token_id, what, tokens), used in zip(soft, offsets):
+        if used != len(tokens):
+            raise InputError(
+                f"input_ids: {used} {what} placeholder tokens (id {token_id}) in all, but the {what} encoder "
+                f"produced {len(tokens)} soft tokens"
+            )
+    return rows
 
 
 def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.ndarray:
