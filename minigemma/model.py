@@ -16,8 +16,9 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
-from .multimodal import merge_soft_tokens, placeholder_ids
+from .multimodal import check_placeholders, check_token_types, image_blocks, merge_soft_tokens, placeholder_ids
 from .text import TextWeights, embed_tokens, load_text, text_forward
+from .vision import encode_images, load_vision_tower
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
 HEAD_NAME = "lm_head.weight"
@@ -25,7 +26,7 @@ HEAD_NAME = "lm_head.weight"
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
-    re.compile(r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\..*"),
+    re.compile(r"^model\.(audio_tower|embed_audio)\..*"),
 )
 
 
@@ -62,6 +63,9 @@ class Model:
         ids = check_token_ids(input_ids, self.config.text.vocab_size)
         batch = ids if ids.ndim == 2 else ids[None]
         soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
 
@@ -69,7 +73,10 @@ class Model:
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
-            raise InputError("pixel_values: this checkpoint has no vision tower")
+            if self.vision is None:
+                raise InputError("pixel_values: this checkpoint has no vision tower")
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
             raise InputError("input_features: this checkpoint has no audio tower")
         return soft
@@ -89,7 +96,10 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap)
+        blocks = None
+        if cfg.use_bidirectional_attention == "vision":  # image tokens see each other both ways
+            blocks = image_blocks(ids, self.config.tokens["image_token_id"])
+        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, blocks=blocks)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -148,8 +158,9 @@ def load(path: str | os.PathLike | None = None) -> Model:
     ckpt = Checkpoint(path)
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path)
+    return Model(config, weights, path, vision=vision)
 
 
 def default_model_path() -> str:
