@@ -184,3 +184,41 @@ def test_text_only_checkpoint_rejects_images(tmp_path, saved):
     reference_text_model(dict(TEXT, use_bidirectional_attention=None), "conditional").save_pretrained(tmp_path)
     with pytest.raises(InputError, match="pixel_values: this checkpoint has no vision tower"):
         forward(minigemma.load(tmp_path), np.arange(5), inputs)
+
+
+@given(
+    window=st.integers(1, 12),
+    runs=st.lists(st.tuples(st.integers(0, 4), st.integers(1, 9)), min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_image_block_mask_matches_reference(window, runs, seed):
+    """`create_masks_for_vision_model`: on sliding layers AND(window, OR(causal, same image));
+    global layers causal. Runs of image tokens follow 0-4 text tokens (0: two images touch, so
+    they are one block, as the processor's `mm_token_type_ids` make them)."""
+    from transformers import Gemma4TextConfig
+    from transformers.models.gemma4.modeling_gemma4 import create_masks_for_vision_model, get_block_sequence_ids_for_mask
+
+    from minigemma.attention import attention_mask
+    from minigemma.multimodal import image_blocks, same_block
+
+    rng = np.random.default_rng(seed)
+    image = 50
+    ids = np.concatenate([np.concatenate([rng.integers(0, 40, gap), np.full(n, image)]) for gap, n in runs] + [[1]])
+    note(f"ids: {ids.tolist()}")
+    cfg = Gemma4TextConfig(vocab_size=64, hidden_size=8, sliding_window=window, use_bidirectional_attention="vision")
+    cfg._attn_implementation = "eager"
+    n = len(ids)
+    masks = create_masks_for_vision_model(
+        config=cfg, inputs_embeds=torch.zeros(1, n, 8), attention_mask=None, past_key_values=None,
+        position_ids=torch.arange(n)[None],
+        block_sequence_ids=get_block_sequence_ids_for_mask(torch.from_numpy((ids == image).astype(np.int64))[None], "cpu"),
+    )
+
+    def visible(mask):  # eager masks are additive: 0 where a key is visible
+        mask = mask[0, 0].numpy()
+        return mask if mask.dtype == bool else mask == 0
+
+    pos = np.arange(n)
+    blocks = same_block(image_blocks(ids, image), pos, pos)
+    np.testing.assert_array_equal(attention_mask(pos, pos, window, True, blocks), visible(masks["sliding_attention"]))
+    np.testing.assert_array_equal(attention_mask(pos, pos, None, True), visible(masks["full_attention"]))
