@@ -121,3 +121,25 @@ def check_token_types(mm_token_type_ids, ids: np.ndarray, tokens: dict) -> None:
             f"mm_token_type_ids: at {at} says {int(types[at])}, but input_ids holds token {int(ids[at])} there, "
             f"which is type {int(expected[at])} (0 text, 1 image, 2 video, 3 audio)"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# prompts with images (the expansion `Gemma4Processor` does)
+
+IMAGES_FIRST_SEPARATOR = "\n\n"  # between the images and the text of a prompt that does not place them
+
+
+def expand_image_marks(text: str, soft_tokens: list[int], image: str, boi: str, eoi: str) -> str:
+    """Each image mark (`<|image|>`) of the prompt becomes `<|image>` + n x `<|image|>` + `<image|>`,
+    n = that image's soft-token count, as `Gemma4Processor` writes it. A prompt with no mark gets
+    its images in front of the text."""
+    marks = text.count(image)
+    if marks == 0 and soft_tokens:
+        text, marks = image * len(soft_tokens) + IMAGES_FIRST_SEPARATOR + text, len(soft_tokens)
+    if marks != len(soft_tokens):
+        raise InputError(f"prompt: {marks} image marks {image!r}, but {len(soft_tokens)} images were given")
+    pieces = text.split(image)
+    out = [pieces[0]]
+    for n, piece in zip(soft_tokens, pieces[1:]):
+        out += [boi, image * n, eoi, piece]
+    return "".join(out)

@@ -121,3 +121,23 @@ def test_bad_arrays_are_input_errors(array):
 def test_no_images_is_an_input_error():
     with pytest.raises(InputError, match="images: expected at least one image"):
         preprocess([])
+
+
+def test_prompt_expansion_matches_the_processor():
+    """`Gemma4Processor.replace_image_token` (run on a stand-in processor) gives each mark's text."""
+    from types import SimpleNamespace
+
+    from transformers.models.gemma4.processing_gemma4 import Gemma4Processor
+
+    from minigemma.multimodal import expand_image_marks
+
+    marks = dict(image="<|image|>", boi="<|image>", eoi="<image|>")
+    stand_in = SimpleNamespace(boi_token=marks["boi"], image_token=marks["image"], eoi_token=marks["eoi"])
+    counts = [2, 3]
+    expected = [Gemma4Processor.replace_image_token(stand_in, {"num_soft_tokens_per_image": counts}, i) for i in range(2)]
+    got = expand_image_marks("A <|image|> and <|image|>.", counts, **marks)
+    assert got == f"A {expected[0]} and {expected[1]}."
+    assert expand_image_marks("Describe.", [1], **marks).endswith("<image|>\n\nDescribe.")  # no mark: images first
+    assert expand_image_marks("No images.", [], **marks) == "No images."
+    with pytest.raises(InputError, match=r"prompt: 2 image marks '<\|image\|>', but 1 images were given"):
+        expand_image_marks("<|image|><|image|>", [4], **marks)
