@@ -16,7 +16,14 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
-from .multimodal import check_placeholders, check_token_types, image_blocks, merge_soft_tokens, placeholder_ids
+from .multimodal import (
+    TEXT_BLOCK,
+    check_placeholders,
+    check_token_types,
+    image_blocks,
+    merge_soft_tokens,
+    placeholder_ids,
+)
 from .text import TextWeights, embed_tokens, load_text, text_forward
 from .vision import encode_images, load_vision_tower
 
@@ -96,10 +103,14 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        blocks = None
-        if cfg.use_bidirectional_attention == "vision":  # image tokens see each other both ways
-            blocks = image_blocks(ids, self.config.tokens["image_token_id"])
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, blocks=blocks)
+        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, blocks=self.blocks(ids))
+
+    def blocks(self, ids: np.ndarray, start: int = 0) -> np.ndarray | None:
+        """Image block of each absolute position up to those of `ids` (which start at `start`), for
+        the bidirectional attention inside images; None unless the config asks for it ("vision")."""
+        if self.config.text.use_bidirectional_attention != "vision" or "image_token_id" not in self.config.tokens:
+            return None
+        return np.concatenate([np.full(start, TEXT_BLOCK), image_blocks(ids, self.config.tokens["image_token_id"])])
 
     def __repr__(self) -> str:
         t = self.config.text
