@@ -30,13 +30,14 @@ TOKENIZERS_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 REPLACEMENT_CHAR = "\ufffd"  # what decoding yields for an incomplete UTF-8 byte sequence
+WORD_BOUNDARY = "\u2581"  # "▁": how SentencePiece writes a space inside a piece
 
 
 class SentencePieceBackend:
     """`tokenizer.model` through the `sentencepiece` package. Special tokens are split off first
     (SentencePiece would read `<bos>` in a text as five characters)."""
 
-    def __init__(self, file: str, specials: dict[str, int]):
+    def __init__(self, file: str, specials: dict[str, int], bos: int | None = None, eos: int | None = None):
         import sentencepiece as spm
 
         try:
@@ -44,6 +45,7 @@ class SentencePieceBackend:
         except (OSError, RuntimeError) as e:
             raise ConfigError(f"{file}: cannot read the SentencePiece model ({e})") from None
         self.specials = specials
+        self.bos, self.eos = bos, eos  # added around the text by encode(add_special_tokens=True)
         self.vocab_size = self.sp.get_piece_size()
         longest_first = sorted(specials, key=len, reverse=True)
         self.split = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if specials else None
@@ -52,7 +54,7 @@ class SentencePieceBackend:
         i = self.sp.piece_to_id(token)
         return i if self.sp.id_to_piece(i) == token else None
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         parts = self.split.split(text) if self.split else [text]  # odd parts are special tokens
         ids = []
         for i, part in enumerate(parts):
@@ -60,29 +62,42 @@ class SentencePieceBackend:
                 ids.append(self.specials[part])
             elif part:
                 ids.extend(self.sp.encode(part))
+        if add_special_tokens:
+            ids = ([self.bos] if self.bos is not None else []) + ids + ([self.eos] if self.eos is not None else [])
         return ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
-        """Runs of ordinary ids go to SentencePiece; special ids become their text (SentencePiece
-        would print control tokens such as <bos> as nothing)."""
+        """As transformers' Gemma decoder does it: special ids become their text (SentencePiece
+        would print control tokens such as <bos> as nothing), `▁` becomes a space, and each run
+        of byte tokens is read as UTF-8, an invalid run giving one U+FFFD per byte."""
         by_id = {i: t for t, i in self.specials.items()}
-        out, run = [], []
+        out, run = [], bytearray()
         for i in ids:
+            if self.sp.is_byte(i):
+                run.append(int(self.sp.id_to_piece(i)[3:5], 16))  # "<0xE2>" -> 0xE2
+                continue
+            out.append(_utf8_or_replacement(run))
+            run.clear()
             if i in by_id:
-                out.append(self.sp.decode(run))
-                run = []
-                if not skip_special_tokens:
-                    out.append(by_id[i])
+                out.append("" if skip_special_tokens else by_id[i])
             else:
-                run.append(i)
-        out.append(self.sp.decode(run))
+                out.append(self.sp.id_to_piece(i).replace(WORD_BOUNDARY, " "))
+        out.append(_utf8_or_replacement(run))
         return "".join(out)
 
 
-class TokenizersBackend:
-    """`tokenizer.json` through the `tokenizers` package, which matches special tokens itself."""
+def _utf8_or_replacement(run: bytes) -> str:
+    try:
+        return run.decode("utf-8")
+    except UnicodeDecodeError:
+        return REPLACEMENT_CHAR * len(run)
 
-    def __init__(self, file: str, specials: dict[str, int]):
+
+class TokenizersBackend:
+    """`tokenizer.json` through the `tokenizers` package, which matches special tokens itself and
+    adds <bos> as the file's post-processor says (transformers, too, follows the file there)."""
+
+    def __init__(self, file: str, specials: dict[str, int], bos=None, eos=None):
         from tokenizers import AddedToken, Tokenizer
 
         try:
@@ -96,8 +111,8 @@ class TokenizersBackend:
     def piece_id(self, token: str) -> int | None:
         return self.tok.token_to_id(token)
 
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
         return self.tok.decode(ids, skip_special_tokens=skip_special_tokens)
@@ -106,13 +121,11 @@ class TokenizersBackend:
 class Tokenizer:
     """encode / decode / special tokens / chat template of one checkpoint."""
 
-    def __init__(self, path: str, backend, named: dict[str, str], specials: dict[str, int], settings: dict, chat_template):
+    def __init__(self, path: str, backend, named: dict[str, str], specials: dict[str, int], chat_template):
         self.path = path
         self.backend = backend
         self.named = named  # "bos_token" -> "<bos>", "eot_token" -> "<turn|>", ...
         self.specials = specials  # "<bos>" -> 2, every special token of the vocabulary
-        self.add_bos = bool(settings.get("add_bos_token", True))  # GemmaTokenizer's default
-        self.add_eos = bool(settings.get("add_eos_token", False))
         self.chat_template = chat_template
 
     @property
@@ -129,15 +142,11 @@ class Tokenizer:
         return self.token_id("bos_token")
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Text -> ids. `add_special_tokens`: put <bos> in front (and <eos> after, if the
-        tokenizer says so), as `tokenizer(text)` does; chat templates write <bos> themselves."""
+        """Text -> ids. `add_special_tokens`: <bos> in front (and <eos> after) as the tokenizer's
+        settings say, like `tokenizer(text)`; chat templates write <bos> themselves."""
         if not isinstance(text, str):
             raise InputError(f"prompt: expected a str, found {type(text).__name__}")
-        ids = self.backend.encode(text)
-        if add_special_tokens:
-            bos, eos = self.bos_id, self.token_id("eos_token")
-            ids = ([bos] if self.add_bos and bos is not None else []) + ids + ([eos] if self.add_eos and eos is not None else [])
-        return ids
+        return self.backend.encode(text, add_special_tokens)
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens)
@@ -212,8 +221,12 @@ def load_tokenizer(path: str) -> Tokenizer:
         )
     # a special token the vocabulary lacks could not be fed to the model anyway: leave it out
     specials = {t: i for t in candidates if (i := probe.piece_id(t)) is not None}
-    backend = backend_class(os.path.join(path, file), specials)
-    return Tokenizer(path, backend, named, specials, settings, read_chat_template(path, settings))
+    # SentencePiece: <bos>/<eos> around a text when tokenizer_config.json asks (off by default, as in
+    # transformers); tokenizer.json brings its own post-processor for that
+    bos = specials.get(named.get("bos_token")) if settings.get("add_bos_token", False) else None
+    eos = specials.get(named.get("eos_token")) if settings.get("add_eos_token", False) else None
+    backend = backend_class(os.path.join(path, file), specials, bos, eos)
+    return Tokenizer(path, backend, named, specials, read_chat_template(path, settings))
 
 
 def _token_text(value) -> str | None:
