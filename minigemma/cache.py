@@ -65,6 +65,13 @@ class SlidingKV:
         """Positions held right now."""
         return min(self.written, self.capacity)
 
+    def save(self):
+        return self.keys.copy(), self.values.copy(), self.positions.copy(), self.written
+
+    def restore(self, saved) -> None:
+        keys, values, positions, self.written = saved
+        self.keys[:], self.values[:], self.positions[:] = keys, values, positions
+
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes + self.positions.nbytes
@@ -89,6 +96,12 @@ class GlobalKV:
         self.length = end
         # views: later appends write past `end`, and growing copies, so these stay valid
         return self.keys[:end], self.values[:end], self.positions[:end]
+
+    def save(self) -> int:
+        return self.length
+
+    def restore(self, length: int) -> None:
+        self.length = length  # forget the tail; later appends overwrite it
 
     def _grow(self, capacity: int) -> None:
         def grown(a):
@@ -115,6 +128,19 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self.layers if c is not None)
+
+    def save(self) -> tuple:
+        """A state to come back to later. A ring buffer cannot be rewound (what it overwrote is
+        gone), so its contents are copied: window - 1 positions per sliding layer, a constant.
+        A global cache just remembers its length."""
+        return self.length, [c.save() if c is not None else None for c in self.layers]
+
+    def restore(self, saved: tuple) -> None:
+        """Go back to a state `save` returned (of this same cache, at a point it has passed)."""
+        self.length, states = saved
+        for c, state in zip(self.layers, states):
+            if c is not None:
+                c.restore(state)
 
 
 def new_cache(cfg: TextConfig) -> KVCache:

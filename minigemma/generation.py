@@ -47,15 +47,16 @@ def stop_token_ids(model) -> frozenset[int]:
 
 
 def generate_ids(
-    model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozenset(), cache=None, soft=()
+    model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozenset(), cache=None, soft=(), rng=None
 ) -> Iterator[int]:
     """Yield new token ids one by one; the stop token, when one comes, is the last yielded. Stops
-    early when the model's context (max_position_embeddings) is full."""
+    early when the model's context (max_position_embeddings) is full. With a `cache`, `ids` are
+    the tokens that continue what it holds (a chat's next turn)."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
         raise InputError("prompt: empty, expected at least one token")
     cache = model.new_cache() if cache is None else cache
-    rng = np.random.default_rng(sampling.seed)
+    rng = np.random.default_rng(sampling.seed) if rng is None else rng
     logits = prefill(model, ids, cache, soft=soft)
     context = model.config.text.max_position_embeddings
     for step in range(max_new_tokens):

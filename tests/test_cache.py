@@ -129,3 +129,25 @@ def test_context_overflow_and_bidirectional_models_raise():
     bidirectional = our_model(reference_text_model(dict(EVERYTHING_ON, use_bidirectional_attention="all"), seed=5))
     with pytest.raises(ConfigError, match="use_bidirectional_attention"):
         bidirectional.new_cache()
+
+
+@settings(max_examples=10)
+@given(data=st.data())
+def test_restore_returns_to_a_saved_state(data):
+    """save; feed a detour; restore; continue: the same logits as never having taken the detour
+    (a chat rewinds to the end of its history this way). Short chunks after the restore are the
+    hard case: the ring must overwrite its oldest slot next, as before the detour."""
+    model = our_model(reference_text_model(dict(EVERYTHING_ON, sliding_window=5), seed=6))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    before = rng.integers(0, 128, data.draw(st.integers(1, 12), label="before"))
+    detour = rng.integers(0, 128, data.draw(st.integers(1, 9), label="detour"))
+    after = [rng.integers(0, 128, n) for n in data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=6), label="after")]
+    straight, rewound = model.new_cache(), model.new_cache()
+    model.extend(before, straight)
+    model.extend(before, rewound)
+    saved = rewound.save()
+    model.extend(detour, rewound)
+    rewound.restore(saved)
+    assert rewound.length == straight.length == len(before)
+    for chunk in after:
+        np.testing.assert_allclose(model.extend(chunk, rewound), model.extend(chunk, straight), rtol=1e-5, atol=1e-5)
