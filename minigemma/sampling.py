@@ -17,14 +17,14 @@ Arguments left unset take the checkpoint's `generation_config.json` values (Gemm
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .config_reader import read_json_object
+from .errors import InputError
 from .ops import softmax
 
 GENERATION_CONFIG = "generation_config.json"
@@ -83,16 +83,7 @@ def resolve(temperature=None, top_k=None, top_p=None, seed=None, generation_conf
 def load_generation_config(path: str | None) -> dict:
     """`generation_config.json` of a checkpoint directory, or {} when there is none."""
     file = os.path.join(path, GENERATION_CONFIG) if path else None
-    if file is None or not os.path.exists(file):
-        return {}
-    try:
-        with open(file, encoding="utf-8") as f:
-            gen = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{file}: cannot read JSON ({e})") from None
-    if not isinstance(gen, dict):
-        raise ConfigError(f"{file}: expected a JSON object, found {type(gen).__name__}")
-    return gen
+    return read_json_object(file) if file is not None and os.path.exists(file) else {}
 
 
 def filtered_logits(logits: np.ndarray, s: Sampling) -> np.ndarray:

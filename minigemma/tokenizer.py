@@ -18,11 +18,11 @@ every one is looked up in the checkpoint's files.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from .chat_template import render_chat
+from .config_reader import read_json_object
 from .errors import ConfigError, InputError
 
 SENTENCEPIECE_FILE = "tokenizer.model"
@@ -205,7 +205,7 @@ def has_tokenizer(path: str) -> bool:
 def load_tokenizer(path: str) -> Tokenizer:
     """The tokenizer of a checkpoint directory: `tokenizer.model` (SentencePiece) when present,
     else `tokenizer.json`, with `tokenizer_config.json` for special tokens and the chat template."""
-    settings = _read_json(os.path.join(path, CONFIG_FILE)) if os.path.exists(os.path.join(path, CONFIG_FILE)) else {}
+    settings = read_json_object(os.path.join(path, CONFIG_FILE)) if os.path.exists(os.path.join(path, CONFIG_FILE)) else {}
     named = named_tokens(settings)
     candidates = set(named.values()) | set(extra_tokens(settings)) | set(added_tokens(settings))
     if os.path.exists(os.path.join(path, SENTENCEPIECE_FILE)):
@@ -267,18 +267,7 @@ def read_chat_template(path: str, settings: dict) -> str | None:
     if os.path.exists(jinja):
         with open(jinja, encoding="utf-8") as f:
             return f.read()
-    template = _read_json(as_json).get("chat_template") if os.path.exists(as_json) else settings.get("chat_template")
+    template = read_json_object(as_json).get("chat_template") if os.path.exists(as_json) else settings.get("chat_template")
     if isinstance(template, list):
         template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None)
     return template if isinstance(template, str) else None
-
-
-def _read_json(file: str) -> dict:
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{file}: cannot read JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a JSON object, found {type(data).__name__}")
-    return data
