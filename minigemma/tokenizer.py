@@ -71,6 +71,8 @@ class SentencePieceBackend:
         would print control tokens such as <bos> as nothing), `▁` becomes a space, and each run
         of byte tokens is read as UTF-8, an invalid run giving one U+FFFD per byte."""
         by_id = {i: t for t, i in self.specials.items()}
+        if skip_special_tokens:  # dropped first: byte tokens on either side join into one run
+            ids = [i for i in ids if i not in by_id]
         out, run = [], bytearray()
         for i in ids:
             if self.sp.is_byte(i):
@@ -79,7 +81,7 @@ class SentencePieceBackend:
             out.append(_utf8_or_replacement(run))
             run.clear()
             if i in by_id:
-                out.append("" if skip_special_tokens else by_id[i])
+                out.append(by_id[i])
             else:
                 out.append(self.sp.id_to_piece(i).replace(WORD_BOUNDARY, " "))
         out.append(_utf8_or_replacement(run))
