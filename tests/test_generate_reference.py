@@ -9,10 +9,12 @@ skips computing unused prompt positions in the shared layers; logits are unchang
 drawn config, KV-shared without PLE included, is compared."""
 
 import numpy as np
+import pytest
 import torch
 from gemma_reference import our_model, reference_text_model, text_config_kwargs
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from test_cache import EVERYTHING_ON
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
 from minigemma.generation import generate_ids
@@ -95,4 +97,22 @@ def test_stops_on_eos_like_reference():
     new, _ = our_steps(our_model(ref), ids, 12, stop=frozenset([eos]))
     np.testing.assert_array_equal(ref_new[: first + 1], free[: first + 1])
     assert len(ref_new) == first + 1 and ref_new[-1] == eos
+    np.testing.assert_array_equal(new, ref_new)
+
+
+KV_SHARED_NO_PLE = dict(  # the configuration that crashes the reference's prefill shortcut
+    vocab_size=64, hidden_size=16, intermediate_size=16, num_hidden_layers=4, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=8, global_head_dim=8, sliding_window=2, num_kv_shared_layers=2,
+    hidden_size_per_layer_input=0, layer_types=["sliding_attention", "full_attention"] * 2,
+)
+
+
+@pytest.mark.parametrize("kwargs", [EVERYTHING_ON, KV_SHARED_NO_PLE], ids=["everything_on", "kv_shared_no_ple"])
+def test_every_switch_against_reference_generate(kwargs):
+    ref = reference_text_model(kwargs, seed=12)
+    ids = np.random.default_rng(12).integers(0, kwargs["vocab_size"], 5)
+    steps = 4 * kwargs["sliding_window"] + 3
+    ref_new, ref_logits, _ = reference_generate(ref, ids, steps)
+    new, logits = our_steps(our_model(ref), ids, steps)
+    np.testing.assert_allclose(logits, ref_logits, **TOL)
     np.testing.assert_array_equal(new, ref_new)
