@@ -89,9 +89,10 @@ class Conversation:
         self.saved, self.saved_ids = None, []  # its state after the history, before the generation prompt
         self.last: TurnStats | None = None
 
-    def reply(self, text: str) -> Iterator[tuple[str, str]]:
-        """Add a user turn; yield the model's reply as (channel, piece); the answer joins the history."""
-        messages = [*self.messages, {"role": "user", "content": text}]
+    def reply(self, content) -> Iterator[tuple[str, str]]:
+        """Add a user turn (a str, or content items as the template reads them); yield the model's
+        reply as (channel, piece); the answer joins the history."""
+        messages = [*self.messages, {"role": "user", "content": content}]
         ids = self.tokenizer.encode_chat(messages, add_generation_prompt=True, **self.template_switches)
         check_prompt_fits(self.model, len(ids))
         history = self.tokenizer.encode_chat(messages, add_generation_prompt=False, **self.template_switches)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import time
 
-from .errors import InputError
 from .sampling import check_sampling, load_generation_config, resolve
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -75,8 +74,9 @@ def add_generate(sub) -> None:
     p.set_defaults(run=run_generate)
 
 
-def prompt_inputs(model, text: str):
-    """Prompt text -> (token ids, soft tokens). Images and audio would add their soft tokens here."""
+def prompt_inputs(model, text: str, args):
+    """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
+    placeholders and soft tokens here."""
     return model.tokenizer.encode(text, add_special_tokens=True), ()
 
 
@@ -86,9 +86,7 @@ def run_generate(args) -> int:
     check_flags(args)
     text = args.prompt if args.prompt is not None else sys.stdin.read()
     model = load_with_progress(args.model)
-    ids, soft = prompt_inputs(model, text)
-    if not ids:
-        raise InputError("prompt: empty, expected some text")
+    ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
     stops = stop_token_ids(model)
     tokens, times = [], []
@@ -126,8 +124,8 @@ def add_chat(sub) -> None:
     p.set_defaults(run=run_chat)
 
 
-def user_content(text: str):
-    """A user turn's content. Images and audio would join as {"type": "image"} items here."""
+def user_content(text: str, args):
+    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here."""
     return text
 
 
@@ -148,7 +146,7 @@ def run_chat(args) -> int:
         if not line.strip():
             continue
         channel = None
-        for now, piece in chat.reply(user_content(line.rstrip("\n"))):
+        for now, piece in chat.reply(user_content(line.rstrip("\n"), args)):
             if now != channel:  # entering or leaving the thinking channel
                 if channel == THOUGHT:
                     sys.stdout.write((RESET if dim else "") + "\n")

@@ -83,7 +83,10 @@ def prompt_ids(model, prompt) -> tuple[np.ndarray, bool]:
 
 
 def check_prompt_fits(model, n: int) -> None:
+    """A prompt of n tokens: at least one, and no more than the model's context."""
     context = model.config.text.max_position_embeddings
+    if n == 0:
+        raise InputError("prompt: empty, expected at least one token")
     if n > context:
         raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
 
