@@ -46,7 +46,7 @@ def main(argv=None) -> int:
               f"{sum(isinstance(c, SlidingKV) for c in cache.layers)} ring buffers, "
               f"{sum(isinstance(c, GlobalKV) for c in cache.layers)} global caches, "
               f"{sum(c is None for c in cache.layers)} KV-shared layers (no cache)")
-        print(f"{'tokens':>7} {'decode tok/s':>13} {'sliding KV bytes':>17} {'global KV bytes':>16}")
+        print(f"{'tokens':>7} {'decode tok/s':>13} {'sliding KV bytes':>17} {'global KV bytes (allocated)':>28}")
         start = time.perf_counter()
         report_at, last_n, last_t = 1, 0, None
         for n, _ in enumerate(generate_ids(model, prompt, Sampling(), args.new, cache=cache), start=1):
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                 print(f"prefill of {args.prompt} tokens + first token: {now - start:.3f} s")
                 last_n, last_t = n, now
             if n == report_at or n == args.new:
-                rate = (n - last_n) / (now - last_t) if n > last_n else float("nan")
-                print(f"{cache.length:>7} {rate:>13.1f} {cache_bytes(cache, SlidingKV):>17,} {cache_bytes(cache, GlobalKV):>16,}")
+                rate = f"{(n - last_n) / (now - last_t):.1f}" if n > last_n else "-"
+                print(f"{cache.length:>7} {rate:>13} {cache_bytes(cache, SlidingKV):>17,} {cache_bytes(cache, GlobalKV):>28,}")
                 last_n, last_t, report_at = n, now, report_at * 2
     return 0
 
