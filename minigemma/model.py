@@ -30,6 +30,7 @@ from .multimodal import (
     placeholder_ids,
 )
 from .text import TextWeights, embed_tokens, load_text, text_forward
+from .image import DEFAULT_SOFT_TOKENS
 from .vision import encode_images, load_vision_tower
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
@@ -138,7 +139,8 @@ class Model:
             )
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers)
+        blocks = self.blocks(ids, cache.length)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks)
         cache.length = end
         return logits
 
@@ -151,16 +153,20 @@ class Model:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
 
-    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
-        arguments take the checkpoint's `generation_config.json` values (greedy without one)."""
-        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        arguments take the checkpoint's `generation_config.json` values (greedy without one).
+        `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
+        prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
 
-    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
-        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
 
     def __repr__(self) -> str:
         t = self.config.text

@@ -44,7 +44,9 @@ def prompt_with_images(model, prompt, images, max_soft_tokens: int = DEFAULT_SOF
     elif isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
         text = expand_image_marks(model.tokenizer.render_chat(list(prompt)), counts, **image_marks(model.tokenizer))
         ids, as_text = model.tokenizer.encode(text), True
-    else:
-        ids, as_text = prompt, False  # token ids: the placeholders are the caller's
+    else:  # token ids: the placeholders are the caller's
+        from .generation import prompt_ids
+
+        ids, as_text = prompt_ids(model, prompt)
     soft = model.encode_media(inputs.pixel_values, inputs.image_position_ids)
     return np.asarray(ids, dtype=np.int64), as_text, soft
