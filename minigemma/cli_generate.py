@@ -2,12 +2,13 @@
 the tokens/s line go to stderr.
 
     minigemma generate "Once upon a time" --model DIR --max-new-tokens 64 --temperature 0.8 --seed 1
+    minigemma generate "Describe this image." --model DIR --image photo.jpg [--max-soft-tokens 280]
     minigemma chat --model DIR [--system TEXT] [--think]      one user turn per line of stdin
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
 Images and audio: a prompt is built in `user_content` (chat) and `prompt_inputs` (generate); the
-`--image` / `--audio` flags plug in there.
+`--image` flags (decoded before the model loads) plug in there, and `--audio` will.
 """
 
 from __future__ import annotations
