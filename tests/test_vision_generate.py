@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_generate_reference import our_steps
 from tokenizer_fixtures import write_bpe_tokenizer
 from vision_reference import make_text_config, randomize
 
@@ -76,19 +77,6 @@ def reference_greedy(ref, model, ids, paths):
     return out.sequences[0, len(ids):].numpy(), torch.stack(out.logits)[:, 0].float().numpy()
 
 
-def recording_steps(model):
-    """Make `model.extend` record the last logits of each step (prefill, then one per token)."""
-    steps, extend = [], model.extend
-
-    def recording(step_ids, cache, soft=()):
-        out = extend(step_ids, cache, soft)
-        steps.append(out[-1])
-        return out
-
-    model.extend = recording
-    return steps
-
-
 def test_greedy_generation_with_images_equals_reference(saved):
     ref, model, paths = saved
     ids, as_text, soft = prompt_with_images(model, PROMPT, paths, BUDGET)
@@ -97,14 +85,11 @@ def test_greedy_generation_with_images_equals_reference(saved):
     assert ids[0] == model.tokenizer.bos_id and np.sum(ids == t["boi_token_id"]) == np.sum(ids == t["eoi_token_id"]) == 2
     expected, expected_logits = reference_greedy(ref, model, ids, paths)
     assert len(expected) == NEW_TOKENS
-    # token ids in (placeholders already expanded), ids out; each step's logits as the reference's
-    steps = recording_steps(model)
-    try:
-        new = model.generate(ids, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET)
-    finally:
-        del model.extend
+    new, logits = our_steps(model, ids, NEW_TOKENS, soft=soft)  # each step's logits as the reference's
     np.testing.assert_array_equal(new, expected)
-    np.testing.assert_allclose(np.stack(steps), expected_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-4)
+    # token ids in (placeholders already expanded), ids out
+    np.testing.assert_array_equal(model.generate(ids, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET), expected)
     # text in, text out; and streamed
     text = model.generate(PROMPT, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET)
     assert text == model.tokenizer.decode(expected)
