@@ -13,7 +13,7 @@ each skipped when its output already exists in `--work`:
 1. corpus: the Python documentation's prose, split by document into train / held-out
    (`tiny_corpus.py`);
 2. tokenizer: SentencePiece BPE on the training split, Gemma 4's special tokens at the front;
-3. training: AdamW on next-token cross-entropy plus a load-balancing loss for the experts,
+3. training: AdamW (warm-up, stable, decay) on next-token cross-entropy plus a load-balancing loss for the experts,
    checkpointed every `--checkpoint-every` steps (model, optimiser, data sampler, step, log);
    a stopped run picks up from the last checkpoint and continues exactly as if never stopped;
 4. export: bf16 safetensors and config.json via `save_pretrained`, the tokenizer files in
@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from weights_tools import tiny_corpus
+from weights_tools import tiny_corpus, tiny_eval
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 
@@ -88,10 +88,11 @@ def training_defaults() -> dict:
     """Hyper-parameters of the shipped run (all overridable on the command line)."""
     return {
         "seq_len": 256,  # training context: four sliding windows
-        "batch_size": 16,
-        "steps": 1400,  # about an hour on one core: 5.7M tokens, 2.6 passes over the training split
+        "batch_size": 8,  # small batches: more updates per token, which a short run needs most
+        "steps": 1200,  # 2.5M tokens, 1.1 passes over the training split
         "lr": 3e-3,
-        "min_lr_fraction": 0.1,  # cosine decay from lr to lr * this
+        "decay_fraction": 0.2,  # the last fifth of the steps decays the learning rate...
+        "min_lr_fraction": 0.1,  # ...linearly, to lr * this
         "warmup_steps": 100,
         "weight_decay": 0.01,  # on matrices only; norm weights and scales are left alone
         "grad_clip": 1.0,
@@ -111,11 +112,9 @@ def encode_documents(text_path: str, tokenizer_path: str) -> np.ndarray:
     """Token ids of a split: every document as `<bos> text <eos>`, concatenated. (tokens,) uint16"""
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
     with open(text_path, encoding="utf-8") as f:
-        docs = tiny_corpus.split_documents(f.read())
-    ids = [[sp.bos_id(), *piece_ids, sp.eos_id()] for piece_ids in sp.encode(docs)]
-    return np.fromiter((i for doc in ids for i in doc), dtype=np.uint16)
+        text = f.read()
+    return tiny_eval.encode_documents(text, spm.SentencePieceProcessor(model_file=tokenizer_path)).astype(np.uint16)
 
 
 def sample_batch(tokens, batch_size: int, seq_len: int, generator):
@@ -173,12 +172,17 @@ def load_balancing_loss(calls, num_experts: int):
 
 
 def learning_rate(step: int, hp: dict) -> float:
-    """Linear warm-up, then cosine decay to lr * min_lr_fraction at the last step."""
+    """Warm-up, stable, decay: linear warm-up to lr, constant, then linear decay to
+    lr * min_lr_fraction over the last `decay_fraction` of the steps. Until the decay starts the
+    schedule does not depend on the total number of steps, so a run's length can still be
+    changed (`--steps` on resume) and give exactly what a run of that length from scratch gives."""
     if step < hp["warmup_steps"]:
         return hp["lr"] * (step + 1) / hp["warmup_steps"]
-    progress = (step - hp["warmup_steps"]) / max(1, hp["steps"] - hp["warmup_steps"])
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return hp["lr"] * (hp["min_lr_fraction"] + (1 - hp["min_lr_fraction"]) * cosine)
+    decay_steps = max(1, round(hp["decay_fraction"] * hp["steps"]))
+    into_decay = step - (hp["steps"] - decay_steps)
+    if into_decay < 0:
+        return hp["lr"]
+    return hp["lr"] * (1 - (1 - hp["min_lr_fraction"]) * (into_decay + 1) / decay_steps)
 
 
 def make_optimizer(model, hp: dict):
@@ -201,13 +205,25 @@ def train(config: dict, tokens: np.ndarray, work: str, hp: dict, stop_after: int
     `work/checkpoint.pt` when it exists. Returns the model."""
     import torch
 
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(hp["threads"])
     torch.use_deterministic_algorithms(True)
+    try:
+        return _train(config, tokens, work, hp, stop_after, quiet)
+    finally:  # leave the process as we found it (tests run other things after this)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(config, tokens, work, hp, stop_after, quiet):
+    import torch
+
     model = build_model(config, hp["seed"])
     optimizer = make_optimizer(model, hp)
     data_rng = torch.Generator().manual_seed(hp["seed"])
     state = {"step": 0, "seconds": 0.0, "log": []}  # log rows: step, loss, aux loss, tokens seen, seconds
 
+    os.makedirs(work, exist_ok=True)
     path = os.path.join(work, CHECKPOINT)
     if os.path.exists(path):
         saved = torch.load(path, weights_only=False)
@@ -274,13 +290,16 @@ def export(model, work: str, out: str, hp: dict) -> None:
     write_hf_tokenizer(os.path.join(work, "tokenizer.model"), out)
     shutil.copy(os.path.join(work, HELD_OUT_SAMPLE), os.path.join(out, HELD_OUT_SAMPLE))
     saved = torch.load(os.path.join(work, CHECKPOINT), weights_only=False)
+    counts = np.bincount(np.load(os.path.join(work, "train_tokens.npy")), minlength=model.config.vocab_size)
     with open(os.path.join(out, "training_log.json"), "w") as f:
         json.dump({"hyperparameters": hp, "columns": ["step", "loss", "aux_loss", "tokens_seen", "seconds"],
-                   "log": saved["state"]["log"]}, f, indent=1)
+                   "log": saved["state"]["log"],
+                   "train_token_counts": counts.tolist()},  # the unigram baseline's statistics
+                  f, indent=1)
 
 
 HELD_OUT_SAMPLE = "heldout_sample.txt"
-HELD_OUT_SAMPLE_DOCS = 3  # the first documents of the held-out split, shipped for the tests
+HELD_OUT_SAMPLE_CHARS = 16_000  # the start of the held-out split, shipped for the tests (~5k tokens)
 
 
 def prepare(docs: str, work: str) -> None:
@@ -290,9 +309,10 @@ def prepare(docs: str, work: str) -> None:
         n_train, n_held = tiny_corpus.write_splits(docs, train_txt, held_txt)
         print(f"corpus: {n_train} training documents, {n_held} held out", flush=True)
     with open(held_txt, encoding="utf-8") as f:
-        sample = tiny_corpus.split_documents(f.read())[:HELD_OUT_SAMPLE_DOCS]
+        held_out = f.read()
+    cut = held_out.rindex("\n\n", 0, HELD_OUT_SAMPLE_CHARS)  # end on a paragraph break
     with open(os.path.join(work, HELD_OUT_SAMPLE), "w", encoding="utf-8") as f:
-        f.write(tiny_corpus.DOC_SEPARATOR.join(sample))
+        f.write(held_out[:cut] + "\n")
     if not os.path.exists(os.path.join(work, "tokenizer.model")):
         tiny_corpus.train_tokenizer(train_txt, os.path.join(work, "tokenizer"))
         print("tokenizer: trained", flush=True)
