@@ -23,6 +23,7 @@ from weights_tools import tiny_corpus, tiny_eval
 
 SAMPLE_PROMPTS = ("The Python interpreter", "A list is")
 SAMPLE_TOKENS = 48
+TARGET_FRACTION_OF_UNIGRAM = 0.6  # the quality bar the tests hold the model to
 
 
 def parameter_groups(model_dir: str) -> dict[str, int]:
@@ -53,6 +54,8 @@ def plot_loss(log: dict, unigram_ce: float, held_out_ce: float, path: str) -> No
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(tokens, rows[:, 1], lw=1, label="training loss (batch)")
     ax.axhline(unigram_ce, color="gray", ls="--", lw=1, label=f"unigram baseline, held out ({unigram_ce:.2f})")
+    target = TARGET_FRACTION_OF_UNIGRAM * unigram_ce
+    ax.axhline(target, color="gray", ls=":", lw=1, label=f"{TARGET_FRACTION_OF_UNIGRAM:.0%} of it, the target ({target:.2f})")
     ax.scatter([tokens[-1]], [held_out_ce], color="red", zorder=3, label=f"final model, held out ({held_out_ce:.2f})")
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("cross-entropy (nats / token)")
