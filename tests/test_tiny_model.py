@@ -235,8 +235,8 @@ def test_chat_template_renders_gemma4_turns():
 # --------------------------------------------------------------------------------------------
 # (c) the training script: deterministic for a seed, and resumes exactly
 
-SMOKE_STEPS = 4
-SMOKE_HP = {"seq_len": 16, "batch_size": 2, "steps": SMOKE_STEPS, "warmup_steps": 2, "checkpoint_every": 1,
+SMOKE_STEPS = 6  # 1 warm-up step, constant learning rate, decay over the last 2 (decay_fraction 0.3)
+SMOKE_HP = {"seq_len": 16, "batch_size": 2, "steps": SMOKE_STEPS, "warmup_steps": 1, "checkpoint_every": 1,
             "log_every": 1}
 
 
@@ -289,3 +289,16 @@ def test_interrupted_training_resumes_exactly(tmp_path):
     log = torch.load(tmp_path / "interrupted" / train_tiny.CHECKPOINT, weights_only=False)["state"]["log"]
     straight_log = torch.load(tmp_path / "straight" / train_tiny.CHECKPOINT, weights_only=False)["state"]["log"]
     assert [row[:4] for row in log] == [row[:4] for row in straight_log]  # same losses, same tokens seen
+
+
+def test_run_length_can_change_before_the_decay(tmp_path):
+    """How the shipped run was steered: started for more steps, resumed with its final length
+    before the decay began; the result is exactly a run of the final length from scratch."""
+    straight = run(tmp_path / "straight")
+    first = SMOKE_STEPS // 2  # still on the constant learning rate of either length
+    longer = SMOKE_STEPS + 2
+    assert train_tiny.learning_rate(first - 1, {**train_tiny.training_defaults(), **SMOKE_HP, "steps": longer}) == (
+        train_tiny.learning_rate(first - 1, {**train_tiny.training_defaults(), **SMOKE_HP}))
+    run(tmp_path / "steered", stop_after=first, steps=longer)
+    steered = run(tmp_path / "steered")
+    assert_same_weights(weights(straight), weights(steered))
