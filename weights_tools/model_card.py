@@ -21,7 +21,7 @@ import minigemma
 from minigemma.checkpoint import Checkpoint
 from weights_tools import tiny_corpus, tiny_eval
 
-SAMPLE_PROMPTS = ("The Python interpreter", "A list is")
+SAMPLE_PROMPTS = ("This module provides", "Exceptions are")
 SAMPLE_TOKENS = 48
 TARGET_FRACTION_OF_UNIGRAM = 0.6  # the quality bar the tests hold the model to
 
