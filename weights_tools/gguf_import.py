@@ -219,7 +219,7 @@ def resolve_source(source: str) -> str:
     module_name = source.replace("-", "_")
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
+    except (ImportError, TypeError, ValueError):  # not a module name at all, or not installed
         raise CheckpointError(f"{source}: no such file, nor an installed package that assembles a GGUF") from None
     if not hasattr(module, "assemble"):
         raise CheckpointError(f"{source}: the package {module_name} has no assemble() that returns a .gguf path")
