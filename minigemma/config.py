@@ -218,14 +218,16 @@ def config_from_dict(raw: dict) -> ModelConfig:
         text_raw = raw.get("text_config") or {}
         if not isinstance(text_raw, dict):
             raise ConfigError(f"text_config: expected an object, found {type(text_raw).__name__}")
+        vision = raw.get("vision_config")
         if model_type == GEMMA3_MULTIMODAL:
             tokens = gemma3_multimodal_tokens(raw)
+            vision = None  # Gemma 3's SigLIP tower is not Gemma 4's: minigemma runs its text model only
         else:
             tokens = {k: raw.get(k, v) for k, v in MULTIMODAL_TOKEN_DEFAULTS.items()}
         return ModelConfig(
             model_type=model_type,
             text=text_config_from_dict(text_raw, "text_config.", model_type),
-            vision=raw.get("vision_config"),
+            vision=vision,
             audio=raw.get("audio_config"),
             tokens=tokens,
             raw=raw,
