@@ -1,6 +1,7 @@
 """Gemma 3 through the Gemma 4 feature files: random reference models of drawn Gemma 3 configs
 (every switch), saved with `save_pretrained` in both layouts, loaded by `minigemma.load`, logits
-compared at 1e-4; the published config dialect; each switch's unit against the reference class."""
+compared at 1e-4, by a whole forward and through the KV cache token by token; the published
+config dialect; the norm offset against `Gemma3RMSNorm`; bad configs name their field."""
 
 import json
 import tempfile
@@ -41,6 +42,10 @@ def test_forward_matches_reference_on_drawn_gemma3_configs(kwargs, layout, data)
         got = model.forward(ids)
         assert got.dtype == np.float32 and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, **TOL)
+        if not kwargs["use_bidirectional_attention"]:  # through the KV cache: a prefill, then one token at a time
+            cache, split = model.new_cache(), max(1, seq // 2)
+            steps = [model.extend(ids[0, :split], cache)] + [model.extend(ids[0, i : i + 1], cache) for i in range(split, seq)]
+            np.testing.assert_allclose(np.concatenate(steps), expected[0], **TOL)
 
 
 PUBLISHED = dict(
