@@ -62,6 +62,29 @@ class _ShapeRecorder:
     raw = f32
 
 
+class RandomWeights:
+    """Stands in for a checkpoint: every tensor a loader asks for is made on the spot, random, of
+    the shape it asks for, and kept in `tensors` (so the same weights can be loaded elsewhere, e.g.
+    into the reference). For towers no trained checkpoint of ours has (the lessons' vision and
+    audio encoders). Values: projections and tables N(0, 1/fan_in) so activations stay O(1);
+    norm weights 1 + N(0, 0.1); clip bounds wide (+-10), leaving O(1) values alone."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.tensors: dict[str, np.ndarray] = {}
+
+    def f32(self, name: str, shape=None) -> np.ndarray:
+        shape = tuple(shape)
+        if name.endswith(("_min", "_max")):
+            value = np.full(shape, -10.0 if name.endswith("_min") else 10.0, np.float32)
+        elif len(shape) == 1:  # norm weights, scales, biases
+            value = (1.0 + 0.1 * self.rng.standard_normal(shape)).astype(np.float32)
+        else:
+            value = (self.rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+        self.tensors[name] = value
+        return value
+
+
 def expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor `minigemma.load` reads for this `config.json` dict."""
     cfg = config_from_dict(config)
