@@ -1,6 +1,7 @@
 """The `minigemma` command line.
 
     minigemma info [--model DIR]              what a checkpoint contains
+    minigemma trace ... / compare A B         named activations, and where two traces diverge (verify_cli.py)
 
 Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
 prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 
 from .errors import MinigemmaError
+from .verify_cli import add_compare, add_trace
 
 EXIT_USER_ERROR = 2
 
@@ -105,7 +107,7 @@ def _is_mapped(a: np.ndarray) -> bool:
 
 # ---------------------------------------------------------------------------------------------- main
 
-COMMANDS = [add_info]
+COMMANDS = [add_info, add_trace, add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

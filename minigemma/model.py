@@ -3,7 +3,7 @@
 `load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
 `*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
 layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
-model under `model.language_model.*`). `Model.forward` turns token ids into logits.
+model under `model.language_model.*`). `Model.forward` turns token ids into logits; `Model.trace` names every step on the way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
 from .multimodal import merge_soft_tokens, placeholder_ids
 from .text import TextWeights, embed_tokens, load_text, text_forward
+from .trace import Recorder
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
 HEAD_NAME = "lm_head.weight"
@@ -64,6 +65,21 @@ class Model:
         soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
+
+    def trace(self, input_ids, names=None, **media) -> dict[str, np.ndarray]:
+        """Every named activation of one forward pass, in forward order (names: docs/verify.md).
+
+        `input_ids`: one sequence (seq,); `names`: glob patterns selecting a subset (a string or
+        a list, e.g. "layers.3.*"); `media`: images / audio as for `forward`. The values come
+        from the very code path `forward` runs, recorded at its named steps."""
+        ids = check_token_ids(input_ids, self.config.text.vocab_size)
+        if ids.ndim != 1:
+            raise InputError(f"input_ids: trace takes one sequence of shape (seq,), found shape {ids.shape}")
+        mm_token_type_ids = media.pop("mm_token_type_ids", None)
+        soft = split_by_row(ids[None], self.encode_media(**media))[0]
+        recorder = Recorder()
+        self._forward_one(ids, soft, mm_token_type_ids, tap=recorder)
+        return recorder.result(names)
 
     def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
