@@ -1,0 +1,50 @@
+"""docs/verify.md's worked example runs exactly as written, in a fresh directory, with
+`python` and `minigemma` on the PATH as after `pip install -e '.[test]'`."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "verify.md"
+
+
+def worked_example() -> list[tuple[str, str]]:
+    """The (language, code) blocks of the "Worked example" section, in order."""
+    section = DOC.read_text().split("## Worked example", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+
+
+def shims(bin_dir: Path) -> None:
+    bin_dir.mkdir()
+    for name, command in (("python", f'"{sys.executable}"'), ("minigemma", f'"{sys.executable}" -m minigemma')):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+
+
+def test_worked_example_runs_as_written(tmp_path):
+    shims(tmp_path / "bin")
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    outputs = []
+    blocks = worked_example()
+    assert [lang for lang, _ in blocks] == ["bash", "text", "python", "bash", "text"]
+    for lang, code in blocks:
+        if lang == "text":  # output the guide shows: its tail (after any "...") is what the last block printed
+            shown = code.strip().splitlines()
+            tail = shown[len(shown) - shown[::-1].index("...") :] if "..." in shown else shown
+            printed = outputs[-1].strip().splitlines()
+            assert [_masked(line) for line in printed[-len(tail) :]] == [_masked(line) for line in tail]
+            if tail is not shown:  # an abbreviated table: its header too
+                assert printed[0] == shown[0]
+            continue
+        argv = ["bash", "-e", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{lang} block failed:\n{code}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        outputs.append(r.stdout)
+
+
+def _masked(line: str) -> str:
+    """The line with its measured numbers masked: their last digits depend on the CPU's rounding."""
+    return re.sub(r"\d\.\d+(e[-+]\d+)?", "#", line)
