@@ -126,7 +126,8 @@ def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConf
 
     x = rms_norm(h, w.input_norm, eps)
     tap("attn.in", x)
-    attn = rms_norm(self_attention(x, w.attention, spec, cfg, ctx, scoped(tap, "attn.")), w.post_attention_norm, eps)
+    attn = self_attention(x, w.attention, spec, cfg, ctx, scoped(tap, "attn."))  # names attn.q ... attn.out
+    attn = rms_norm(attn, w.post_attention_norm, eps)
     tap("attn.post_norm", attn)
     h = h + attn
     tap("attn.residual", h)
@@ -134,13 +135,11 @@ def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConf
     residual = h
     x = rms_norm(h, w.pre_feedforward_norm, eps)
     tap("mlp.in", x)
-    f = mlp(x, w.mlp, act, scoped(tap, "mlp."))
-    block = "mlp"
-    if w.moe is not None:
+    f = mlp(x, w.mlp, act, scoped(tap, "mlp."))  # names mlp.gated, mlp.out
+    if w.moe is not None:  # names mlp.post_norm (the shared expert's own norm) and moe.*
         f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, tap)
-        block = "moe"
     f = rms_norm(f, w.post_feedforward_norm, eps)
-    tap(f"{block}.post_norm", f)
+    tap("moe.post_norm" if w.moe is not None else "mlp.post_norm", f)
     h = residual + f
 
     if w.ple is not None:

@@ -26,7 +26,8 @@ def shims(bin_dir: Path) -> None:
 
 def test_worked_example_runs_as_written(tmp_path):
     shims(tmp_path / "bin")
-    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # tiny model: one thread is fastest
     outputs = []
     blocks = worked_example()
     assert [lang for lang, _ in blocks] == ["bash", "text", "python", "bash", "text"]
