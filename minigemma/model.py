@@ -77,9 +77,9 @@ class Model:
             raise InputError(f"input_ids: trace takes one sequence of shape (seq,), found shape {ids.shape}")
         mm_token_type_ids = media.pop("mm_token_type_ids", None)
         soft = split_by_row(ids[None], self.encode_media(**media))[0]
-        recorder = Recorder()
+        recorder = Recorder(names)
         self._forward_one(ids, soft, mm_token_type_ids, tap=recorder)
-        return recorder.result(names)
+        return recorder.result()
 
     def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""

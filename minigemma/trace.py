@@ -92,32 +92,46 @@ def as_patterns(names) -> tuple[str, ...] | None:
 
 
 def select(available, names) -> list[str]:
-    """The names matching any of the glob patterns `names`, in forward order. A pattern that
-    matches nothing is an error (a typo would otherwise select silently less)."""
+    """The names matching any of the glob patterns `names` (None: all), in forward order."""
     patterns = as_patterns(names)
     if patterns is None:
         return forward_order(available)
-    for p in patterns:
+    check_patterns(patterns, available)
+    return forward_order(n for n in available if matches(n, patterns))
+
+
+def matches(name: str, patterns: tuple[str, ...] | None) -> bool:
+    return patterns is None or any(fnmatchcase(name, p) for p in patterns)
+
+
+def check_patterns(patterns: tuple[str, ...] | None, available) -> None:
+    """A pattern that matches nothing is an error: a typo would otherwise select silently less."""
+    for p in patterns or ():
         if not any(fnmatchcase(n, p) for n in available):
             examples = ", ".join(forward_order(available)[:4])
             raise InputError(f"names: pattern {p!r} matches no activation (there are {len(available)}, e.g. {examples})")
-    return forward_order(n for n in available if any(fnmatchcase(n, p) for p in patterns))
 
 
 class Recorder:
-    """A `tap` that keeps a copy of every activation it is shown (later steps may reuse a buffer)."""
+    """A `tap` that keeps a copy (later steps may reuse a buffer) of each activation whose name
+    matches one of the glob patterns `names` (None: every one)."""
 
-    def __init__(self):
+    def __init__(self, names=None):
+        self.patterns = as_patterns(names)
+        self.seen: set[str] = set()
         self.values: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str, value: np.ndarray) -> None:
-        if name in self.values:  # two steps under one name would make the trace ambiguous
+        if name in self.seen:  # two steps under one name would make the trace ambiguous
             raise AssertionError(f"activation {name!r} recorded twice in one forward pass")
-        self.values[name] = np.array(value)
+        self.seen.add(name)
+        if matches(name, self.patterns):
+            self.values[name] = np.array(value)
 
-    def result(self, names=None) -> dict[str, np.ndarray]:
-        """The recorded activations matching `names` (glob patterns; None: all), in forward order."""
-        return {n: self.values[n] for n in select(self.values, names)}
+    def result(self) -> dict[str, np.ndarray]:
+        """The recorded activations, in forward order."""
+        check_patterns(self.patterns, self.seen)
+        return {n: self.values[n] for n in forward_order(self.values)}
 
 
 def config_hash(config) -> str:

@@ -10,10 +10,11 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import minigemma
+from minigemma.checkpoint import bf16_to_f32, f32_to_bf16, write_safetensors
 from minigemma.cli import main
 from minigemma.compare import compare_arrays, compare_traces
 from minigemma.trace import config_hash
-from minigemma.trace_file import Trace, save_trace, trace_metadata
+from minigemma.trace_file import Trace, load_trace, save_trace, trace_metadata
 from weights_tools import reference_trace
 
 # the first activation a perturbed weight of `layers.{i}.mlp` changes
@@ -114,3 +115,30 @@ def test_traces_it_refuses_to_compare():
     # a subset both sides have; a trace without token ids (another program's) is compared anyway
     rows = compare_traces(a, trace("b.npz", {"embed": x, "layers.0.out": x}, ids=None), names="embed")
     assert [r.name for r in rows] == ["embed"] and rows[0].ok
+
+
+@pytest.mark.parametrize("suffix", ["safetensors", "npz"])
+def test_trace_files_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    acts = {"logits": rng.standard_normal((3, 5)).astype(np.float32), "layers.0.moe.router.top_k_index": np.array([[2, 0]] * 3)}
+    meta = trace_metadata("ab" * 32, [5, 6, 7], "somewhere", prompt="a b c")
+    save_trace(str(tmp_path / f"t.{suffix}"), acts, meta)
+    t = load_trace(str(tmp_path / f"t.{suffix}"))
+    assert list(t.activations) == ["layers.0.moe.router.top_k_index", "logits"]  # forward order
+    assert t.activations["layers.0.moe.router.top_k_index"].dtype == np.int64
+    np.testing.assert_array_equal(t.activations["logits"], acts["logits"])
+    assert t.metadata == meta and t.token_ids == [5, 6, 7] and meta["minigemma_version"] == minigemma.__version__
+
+
+def test_half_precision_traces_widen_to_float32(tmp_path):
+    """Another port may write bf16 or f16: read as float32, the exact values the file holds."""
+    x = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    write_safetensors(str(tmp_path / "bf16.safetensors"), {"embed": (x.shape, lambda: x)}, dtype="BF16")
+    np.savez(tmp_path / "f16.npz", embed=x.astype(np.float16))
+    bf16 = load_trace(str(tmp_path / "bf16.safetensors")).activations["embed"]
+    f16 = load_trace(str(tmp_path / "f16.npz")).activations["embed"]
+    assert bf16.dtype == f16.dtype == np.float32
+    np.testing.assert_array_equal(bf16, bf16_to_f32(f32_to_bf16(x)))
+    np.testing.assert_array_equal(f16, x.astype(np.float16).astype(np.float32))
+    rows = compare_traces(load_trace(str(tmp_path / "bf16.safetensors")), Trace("x", {"embed": x}), rtol=1e-2, atol=0)
+    assert rows[0].ok and not compare_traces(Trace("y", {"embed": bf16}), Trace("x", {"embed": x}))[0].ok

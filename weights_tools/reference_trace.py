@@ -139,7 +139,7 @@ def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
         for h in handles:
             h.remove()
 
-    recorder = Recorder()
+    recorder = Recorder(names)
     seq, n_layers = ids.shape[1], cfg.num_hidden_layers
     per_layer = [raw.pop(f"ple.input.{i}") for i in range(n_layers)] if cfg.hidden_size_per_layer_input else []
     if per_layer:
@@ -153,7 +153,7 @@ def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
         if name.endswith("attn.context"):  # o_proj's input: (seq, heads * head_dim) -> per head
             value = value.reshape(seq, cfg.num_attention_heads, -1)
         recorder(name, value)
-    return recorder.result(names)
+    return recorder.result()
 
 
 def _per_layer_input_hook(keep):
