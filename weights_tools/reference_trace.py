@@ -87,20 +87,16 @@ def text_model(model) -> Gemma4TextModel:
     return found[0]
 
 
-def _pick(point: str, args, kwargs, output):
-    if point == "input":
-        return args[0] if args else next(iter(kwargs.values()))
-    if point == "output":
-        return output[0] if isinstance(output, tuple) else output
-    return output[int(point[len("output[") : -1])]
-
-
 def _hook(module, point: str, keep):
-    """Register a hook calling `keep(tensor)` at `point`: a pre-hook for inputs (before the
-    module can change anything), a forward hook for outputs."""
+    """Register a hook calling `keep(tensor)` at `point`: a pre-hook for the module's first
+    (positional, as the reference calls them all) input, before the module can change anything;
+    a forward hook for its output or one element of its output tuple."""
     if point == "input":
-        return module.register_forward_pre_hook(lambda m, args, kwargs: keep(_pick(point, args, kwargs, None)), with_kwargs=True)
-    return module.register_forward_hook(lambda m, args, output: keep(_pick(point, args, {}, output)))
+        return module.register_forward_pre_hook(lambda m, args: keep(args[0]))
+    if point == "output":
+        return module.register_forward_hook(lambda m, args, out: keep(out[0] if isinstance(out, tuple) else out))
+    index = int(point.removeprefix("output[").removesuffix("]"))
+    return module.register_forward_hook(lambda m, args, out: keep(out[index]))
 
 
 def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
@@ -108,27 +104,8 @@ def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
     activations (glob patterns `names` select a subset), as float32 / int64 arrays in
     minigemma's shapes, in forward order."""
     text = text_model(model)
-    cfg = text.config
     raw: dict[str, torch.Tensor] = {}
-
-    def keeper(name):
-        def keep(t):
-            if name in raw:
-                raise AssertionError(f"reference: module behind {name!r} ran twice")
-            raw[name] = t.detach().clone()
-
-        return keep
-
-    handles = []
-    for name, path, point in MODEL_POINTS:
-        if _has(text, path):
-            handles.append(_hook(text.get_submodule(path), point, keeper(name)))
-    for i, layer in enumerate(text.layers):
-        for name, path, point in layer_points(layer):
-            if _has(layer, path):
-                handles.append(_hook(layer.get_submodule(path), point, keeper(f"layers.{i}.{name}")))
-        if cfg.hidden_size_per_layer_input:
-            handles.append(layer.register_forward_pre_hook(_per_layer_input_hook(keeper(f"ple.input.{i}")), with_kwargs=True))
+    handles = register_hooks(text, raw)
     ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))[None]
     try:
         with torch.no_grad():
@@ -138,12 +115,38 @@ def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
     finally:
         for h in handles:
             h.remove()
+    return as_minigemma(raw, text.config, names)
 
+
+def register_hooks(text: Gemma4TextModel, raw: dict) -> list:
+    """Hooks storing each point's tensor in `raw[name]`; returns their handles."""
+
+    def keeper(name):
+        def keep(t):
+            if name in raw:
+                raise AssertionError(f"reference: module behind {name!r} ran twice")
+            raw[name] = t.detach().clone()
+
+        return keep
+
+    handles = [_hook(text.get_submodule(path), point, keeper(name)) for name, path, point in MODEL_POINTS if _has(text, path)]
+    for i, layer in enumerate(text.layers):
+        for name, path, point in layer_points(layer):
+            if _has(layer, path):
+                handles.append(_hook(layer.get_submodule(path), point, keeper(f"layers.{i}.{name}")))
+        if text.config.hidden_size_per_layer_input:
+            keep = keeper(f"ple.input.{i}")  # the layer's second argument, `per_layer_input`
+            handles.append(layer.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[1])))
+    return handles
+
+
+def as_minigemma(raw: dict, cfg, names) -> dict[str, np.ndarray]:
+    """Hooked tensors -> minigemma's arrays: batch axis dropped, packed axes split, in forward order."""
+    seq, n_layers = raw["logits"].shape[1], cfg.num_hidden_layers
+    if cfg.hidden_size_per_layer_input:
+        per_layer = [raw.pop(f"ple.input.{i}")[0] for i in range(n_layers)]
+        raw["ple.inputs"] = torch.stack(per_layer, dim=1)[None]  # (1, seq, layers, ple_dim)
     recorder = Recorder(names)
-    seq, n_layers = ids.shape[1], cfg.num_hidden_layers
-    per_layer = [raw.pop(f"ple.input.{i}") for i in range(n_layers)] if cfg.hidden_size_per_layer_input else []
-    if per_layer:
-        raw["ple.inputs"] = torch.stack([t[0] for t in per_layer], dim=1)[None]  # (1, seq, layers, ple_dim)
     for name, t in raw.items():
         value = t.numpy() if name.endswith("top_k_index") else t.float().numpy()
         if not name.endswith(FLAT):
@@ -154,13 +157,6 @@ def capture(model, input_ids, names=None) -> dict[str, np.ndarray]:
             value = value.reshape(seq, cfg.num_attention_heads, -1)
         recorder(name, value)
     return recorder.result()
-
-
-def _per_layer_input_hook(keep):
-    def hook(module, args, kwargs):
-        keep(args[1] if len(args) > 1 else kwargs["per_layer_input"])
-
-    return hook
 
 
 def _has(module, path: str) -> bool:
