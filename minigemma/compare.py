@@ -100,12 +100,17 @@ def report(rows: list[Row], rtol: float, atol: float) -> list[str]:
     return lines
 
 
-def config_note(a: Trace, b: Trace) -> str | None:
-    """A warning when the traces say they come from differently configured models."""
+def notes(a: Trace, b: Trace) -> list[str]:
+    """Warnings about the inputs: a side that does not say its token ids, different configs."""
+    out = [
+        f"note: {t.path} has no token_ids metadata; cannot check that both traces ran the same input"
+        for t in (a, b)
+        if t.token_ids is None
+    ]
     ha, hb = a.metadata.get("config_sha256"), b.metadata.get("config_sha256")
     if ha and hb and ha != hb:
-        return f"note: {a.path} and {b.path} come from different model configs (config_sha256 {ha[:12]}… vs {hb[:12]}…)"
-    return None
+        out.append(f"note: {a.path} and {b.path} come from different model configs (config_sha256 {ha[:12]}… vs {hb[:12]}…)")
+    return out
 
 
 def _ids(ids: list[int]) -> str:

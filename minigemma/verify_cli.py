@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, config_note, report
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
 from .errors import InputError
 
 EXIT_DIVERGED = 1
@@ -126,8 +126,7 @@ def run_compare(args) -> int:
         if not value >= 0:
             raise InputError(f"{flag}: expected a tolerance >= 0, found {value}")
     a, b = load_trace(args.a), load_trace(args.b)
-    note = config_note(a, b)
-    if note:
+    for note in notes(a, b):
         print(note, file=sys.stderr)
     rows = compare_traces(a, b, args.rtol, args.atol, args.names)
     for line in report(rows, args.rtol, args.atol):

@@ -166,3 +166,16 @@ def test_every_bad_input_is_one_line_and_status_2(checkpoint, traced, tmp_path, 
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("minigemma: error: ") and len(err.splitlines()) == 1, (argv, err)
         assert message in err, (argv, err)
+
+
+def test_compare_notes_what_it_cannot_check(traced, tmp_path, capsys):
+    t = load_trace(str(traced / "ours.npz"))
+    np.savez(tmp_path / "bare.npz", **t.activations)  # another program's file: no metadata at all
+    save_trace(str(tmp_path / "other.npz"), t.activations, dict(t.metadata, config_sha256="0" * 64))
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "bare.npz"), str(traced / "ours.npz")]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'bare.npz'} has no token_ids metadata; cannot check that both traces ran the same input\n"
+    )
+    assert main(["compare", str(tmp_path / "other.npz"), str(traced / "ours.npz")]) == 0
+    assert "come from different model configs (config_sha256 000000000000… vs" in capsys.readouterr().err
