@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
 from .checkpoint import SafetensorsFile, to_f32
@@ -75,8 +76,8 @@ def save_trace(path: str, activations: dict[str, np.ndarray], metadata: dict) ->
             save_file(arrays, path, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
         else:
             np.savez(path, **arrays, **{METADATA_KEY: np.array(json.dumps(metadata))})
-    except OSError as e:
-        raise InputError(f"--out {path}: cannot write ({e.strerror})") from None
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"--out {path}: cannot write ({getattr(e, 'strerror', None) or e})") from None
 
 
 def load_trace(path: str) -> Trace:

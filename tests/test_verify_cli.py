@@ -156,6 +156,7 @@ def bad_inputs(checkpoint, traced, tmp):
         (["trace", "--model", str(tmp / "nowhere"), "--ids", "2", "--out", str(tmp / "x.npz")], "nowhere"),
         (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "x.pt")], "--out "),
         (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "no" / "x.npz")], "cannot write"),
+        (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "no" / "x.safetensors")], "cannot write"),
     ]
 
 
