@@ -96,10 +96,8 @@ def parse_ids(text: str) -> list[int]:
 
 def encode_prompt(path: str, prompt: str) -> list[int]:
     """Text -> ids with the checkpoint's own tokenizer, <bos> in front as `generate` does."""
-    try:
-        from .tokenizer import load_tokenizer
-    except ImportError:  # the tokenizer lands with generation (issue 3)
-        raise InputError("--prompt: this minigemma has no tokenizer yet; pass token ids with --ids") from None
+    from .tokenizer import load_tokenizer
+
     return load_tokenizer(path).encode(prompt, add_special_tokens=True)
 
 

@@ -14,6 +14,8 @@ import minigemma
 from minigemma.cli import main
 from minigemma.trace import config_hash
 from minigemma.trace_file import load_trace, save_trace
+from minigemma.tokenizer import load_tokenizer
+from tokenizer_fixtures import write_sentencepiece_tokenizer
 from weights_tools.random_checkpoint import main as random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,3 +182,23 @@ def test_compare_notes_what_it_cannot_check(traced, tmp_path, capsys):
     )
     assert main(["compare", str(tmp_path / "other.npz"), str(traced / "ours.npz")]) == 0
     assert "come from different model configs (config_sha256 000000000000… vs" in capsys.readouterr().err
+
+
+def test_trace_prompt_goes_through_the_checkpoints_tokenizer(checkpoint, tmp_path, capsys):
+    """--prompt: the checkpoint's own tokenizer, <bos> in front as `generate` does; the text is
+    kept in the metadata. Without a tokenizer in the directory, a one-line error."""
+    model_dir = tmp_path / "with_tokenizer"
+    model_dir.mkdir()
+    for f in os.listdir(checkpoint):
+        (model_dir / f).symlink_to(checkpoint / f)
+    write_sentencepiece_tokenizer(str(model_dir), vocab_size=512)  # the tiny preset's vocabulary
+    prompt = "The sliding window"
+    assert main(["trace", "--model", str(model_dir), "--prompt", prompt, "--out", str(tmp_path / "p.npz")]) == 0
+    t = load_trace(str(tmp_path / "p.npz"))
+    tok = load_tokenizer(str(model_dir))
+    assert t.token_ids == tok.encode(prompt, add_special_tokens=True) and t.token_ids[0] == tok.bos_id
+    assert tok.decode(t.token_ids[1:]) == prompt and t.metadata["prompt"] == prompt
+    np.testing.assert_array_equal(t.activations["logits"], minigemma.load(model_dir).forward(t.token_ids))
+    capsys.readouterr()
+    assert main(["trace", "--model", str(checkpoint), "--prompt", prompt, "--out", str(tmp_path / "q.npz")]) == 2
+    assert capsys.readouterr().err.startswith(f"minigemma: error: {checkpoint}: no tokenizer (expected tokenizer.model")
