@@ -32,6 +32,7 @@ from .multimodal import (
 from .text import TextWeights, embed_tokens, load_text, text_forward
 from .image import DEFAULT_SOFT_TOKENS
 from .vision import encode_images, load_vision_tower
+from .ops import no_tap
 from .trace import Recorder
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
@@ -93,18 +94,25 @@ class Model:
         if ids.ndim != 1:
             raise InputError(f"input_ids: trace takes one sequence of shape (seq,), found shape {ids.shape}")
         mm_token_type_ids = media.pop("mm_token_type_ids", None)
-        soft = split_by_row(ids[None], self.encode_media(**media))[0]
         recorder = Recorder(names)
+        soft = self.encode_media(**media, tap=recorder)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
+        soft = split_by_row(ids[None], soft)[0]
         self._forward_one(ids, soft, mm_token_type_ids, tap=recorder)
         return recorder.result()
 
-    def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
-        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
+    def encode_media(
+        self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None, tap=no_tap
+    ):
+        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden)).
+        `tap`: named steps of the encoders (`vision.*`), for `trace`."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
             if self.vision is None:
                 raise InputError("pixel_values: this checkpoint has no vision tower")
-            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config, tap)
             soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
             raise InputError("input_features: this checkpoint has no audio tower")

@@ -39,6 +39,10 @@ LAYER_STEPS = (
     "out",
 )  # fmt: skip
 TEXT_AFTER_LAYERS = ("final_norm", "logits")
+# The vision tower, every image's values one after another on axis 0 (see docs/verify.md).
+VISION_BEFORE_LAYERS = ("patch_embed",)
+VISION_LAYER_STEPS = ("out",)
+VISION_AFTER_LAYERS = ("pooled", "out", "soft_tokens")
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,10 @@ class Section:
     after: tuple[str, ...]
 
 
-# The order the towers run in. The vision and audio encoders fill in their steps as they land
-# (plan: docs/verify.md, "Vision and audio"); their soft tokens are merged into `embed`.
+# The order the towers run in; the encoders' soft tokens are merged into `embed`. The audio
+# encoder fills in its steps as it lands (plan: docs/verify.md, "Audio").
 SECTIONS = (
-    Section("vision.", (), (), ()),
+    Section("vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
     Section("audio.", (), (), ()),
     Section("", TEXT_BEFORE_LAYERS, LAYER_STEPS, TEXT_AFTER_LAYERS),
 )

@@ -1,6 +1,6 @@
 """Named activations: minigemma's trace against the reference's forward hooks on drawn configs
-(every switch, both layouts), the forward order, glob selection, and the docs table kept equal
-to the code that captures the reference."""
+(every switch, both layouts, and with images), the forward order, glob selection, and the docs
+table kept equal to the code that captures the reference."""
 
 import re
 from pathlib import Path
@@ -8,12 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gemma_reference import reference_text_model, text_config_kwargs
-from hypothesis import given, note, settings
+from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 from test_model import EVERYTHING_ON
+from test_vision_model import BUDGET, drawn_images, token_types
+from vision_reference import image_prompt, reference_multimodal_model, token_ids, vision_config_kwargs
 
 import minigemma
-from minigemma.trace import LAYER_STEPS, SECTIONS, TEXT_AFTER_LAYERS, TEXT_BEFORE_LAYERS, forward_order, order_key
+from minigemma.image import preprocess
+from minigemma.trace import (
+    LAYER_STEPS,
+    SECTIONS,
+    TEXT_AFTER_LAYERS,
+    TEXT_BEFORE_LAYERS,
+    VISION_AFTER_LAYERS,
+    VISION_BEFORE_LAYERS,
+    VISION_LAYER_STEPS,
+    forward_order,
+    order_key,
+)
 from weights_tools import reference_trace
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # every name is a value of a whole forward pass
@@ -50,6 +63,46 @@ def test_every_name_matches_the_reference_hooks(kwargs, layout, bidirectional, d
         assert got.shape == expected.shape and got.dtype == expected.dtype, name
         np.testing.assert_allclose(got, expected, err_msg=name, **TOL)
     np.testing.assert_array_equal(ours["logits"], model.forward(ids))  # the trace is the forward pass
+
+
+@settings(max_examples=4, phases=[Phase.explicit, Phase.generate])  # shrinking a model takes minutes
+@given(
+    text=text_config_kwargs(max_layers=3),
+    vision=vision_config_kwargs(),
+    sizes=st.lists(st.tuples(st.integers(4, 120), st.integers(4, 120)), min_size=1, max_size=2),
+    seed=st.integers(0, 2**16),
+)
+def test_names_with_images_match_the_reference_hooks(text, vision, sizes, seed, tmp_path_factory):
+    """With images, the vision tower's names come first, each image's values one after another,
+    and the text names see the soft tokens merged in; all equal the reference's hooked values."""
+    text = dict(text, use_bidirectional_attention="vision", hidden_size=32)  # widths as test_vision_model's
+    if text["hidden_size_per_layer_input"]:
+        text["hidden_size_per_layer_input"] = 8
+    vision = dict(vision, position_embedding_size=BUDGET * vision["pooling_kernel_size"])
+    note(f"text config: {text}\nvision config: {vision}\nimage sizes: {sizes}")
+    rng = np.random.default_rng(seed)
+    inputs = preprocess(drawn_images(rng, sizes), BUDGET, vision["patch_size"], vision["pooling_kernel_size"])
+    ids = image_prompt(rng, text["vocab_size"], inputs.num_soft_tokens_per_image)
+    ref = reference_multimodal_model(text, vision, seed)
+    model = saved_model(ref, tmp_path_factory.mktemp("model"))
+    media = dict(pixel_values=inputs.pixel_values, image_position_ids=inputs.image_position_ids)
+
+    ours = model.trace(ids, **media)
+    theirs = reference_trace.capture(ref, ids, **media, mm_token_type_ids=token_types(ids, text["vocab_size"]))
+    assert list(ours) == list(theirs)
+    assert list(ours)[: vision["num_hidden_layers"] + 4] == [
+        "vision.patch_embed", *(f"vision.layers.{j}.out" for j in range(vision["num_hidden_layers"])), "vision.pooled",
+        "vision.out", "vision.soft_tokens",
+    ]  # fmt: skip
+    for name, expected in theirs.items():
+        assert ours[name].shape == expected.shape, name
+        np.testing.assert_allclose(ours[name], expected, err_msg=name, **TOL)
+    soft = sum(inputs.num_soft_tokens_per_image)
+    real_patches = int(np.all(inputs.image_position_ids != -1, axis=-1).sum())
+    assert ours["vision.soft_tokens"].shape == (soft, 32) and ours["vision.patch_embed"].shape[0] == real_patches
+    placeholders = ids == token_ids(text["vocab_size"])["image_token_id"]
+    np.testing.assert_array_equal(ours["embed"][placeholders], ours["vision.soft_tokens"])
+    np.testing.assert_array_equal(ours["logits"], model.forward(ids, **media))
 
 
 @pytest.mark.parametrize("moe", [True, False])
@@ -93,10 +146,12 @@ def test_glob_patterns_select_names_in_forward_order(tmp_path):
         model.trace([999])
 
 
-def test_forward_order_is_numeric_by_layer_and_puts_unknown_names_last():
-    names = ["logits", "layers.10.attn.in", "mystery", "layers.2.out", "layers.2.attn.in", "embed", "ple.inputs"]
+def test_forward_order_is_vision_then_text_numeric_by_layer_and_unknown_names_last():
+    names = ["logits", "layers.10.attn.in", "mystery", "layers.2.out", "layers.2.attn.in", "embed", "ple.inputs",
+             "vision.soft_tokens", "vision.layers.10.out", "vision.layers.9.out", "vision.patch_embed", "audio.x"]
     assert forward_order(names) == [
-        "embed", "ple.inputs", "layers.2.attn.in", "layers.2.out", "layers.10.attn.in", "logits", "mystery",
+        "vision.patch_embed", "vision.layers.9.out", "vision.layers.10.out", "vision.soft_tokens",
+        "embed", "ple.inputs", "layers.2.attn.in", "layers.2.out", "layers.10.attn.in", "logits", "audio.x", "mystery",
     ]  # fmt: skip
 
 
@@ -105,34 +160,50 @@ def doc_table() -> list[tuple[str, str, str, str]]:
     rows = []
     for line in DOC.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0].startswith("`") and cells[3].startswith("`{text}"):
+        if len(cells) == 6 and cells[0].startswith("`") and cells[3].startswith(("`{text}", "`model.")):
             rows.append((cells[0].strip("`"), cells[2], cells[3].strip("`"), cells[4]))
         elif len(cells) == 6 and cells[0] == "`logits`":
             rows.append(("logits", cells[2], "", cells[4]))
     return rows
 
 
+def in_code() -> set:
+    """The same rows from `reference_trace`'s tables: what its hooks capture, and where."""
+    rt = reference_trace
+    points = rt.ATTENTION_POINTS + rt.DENSE_POINTS + rt.MOE_POINTS + rt.PLE_POINTS + rt.LAYER_OUTPUT
+    rows = {("layer", *p) for p in points}
+    rows |= {("model", name, path, point) for name, path, point in rt.MODEL_POINTS}
+    rows |= {("model", "ple.inputs", "layers.{i}", "input 1"), ("model", "logits", "", "output `.logits`")}
+    rows |= {("vision", name, path, point) for name, path, point in rt.VISION_POINTS}
+    rows |= {("vision layer", step, path, point) for step, path, point in rt.VISION_LAYER_POINTS}
+    return rows
+
+
+def documented(name: str, module: str, point: str) -> tuple:
+    for kind, prefix, owner in (
+        ("layer", "layers.{i}.", "{text}.layers.{i}"),
+        ("vision layer", "vision.layers.{j}.", "model.vision_tower.encoder.layers.{j}"),
+    ):
+        if name.startswith(prefix):
+            return (kind, name[len(prefix) :], module[len(owner) :].lstrip("."), point)
+    if name.startswith("vision."):
+        return ("vision", name, module[len("model.") :], point)
+    return ("model", name, module[len("{text}.") :], point)
+
+
 def test_docs_table_is_the_reference_mapping_in_code():
     """docs/verify.md's table lists exactly the names of the forward-order tables and, for each,
-    exactly the module and point `reference_trace` hooks."""
-    documented = set()
-    for name, dtype, module, point in doc_table():
+    exactly the module and point `reference_trace` hooks, in forward order."""
+    table = doc_table()
+    for name, dtype, _, _ in table:
         assert dtype == ("int64" if name.endswith("top_k_index") else "float32"), name
-        if name.startswith("layers.{i}."):
-            step = name[len("layers.{i}.") :]
-            path = module[len("{text}.layers.{i}") :].lstrip(".")
-            documented.add(("layer", step, path, point))
-        else:
-            documented.add(("model", name, module[len("{text}.") :], point))
-    points = reference_trace.ATTENTION_POINTS + reference_trace.DENSE_POINTS + reference_trace.MOE_POINTS
-    points += reference_trace.PLE_POINTS + reference_trace.LAYER_OUTPUT
-    in_code = {("layer", *p) for p in points}
-    in_code |= {("model", n, path, point) for n, path, point in reference_trace.MODEL_POINTS}
-    in_code |= {("model", "ple.inputs", "layers.{i}", "input 1"), ("model", "logits", "", "output `.logits`")}
-    assert documented == in_code
-    assert {s for kind, s, _, _ in documented if kind == "layer"} == set(LAYER_STEPS)
-    table_order = [n for n, *_ in doc_table()]
-    assert [n for n in table_order if not n.startswith("layers.")] == list(TEXT_BEFORE_LAYERS + TEXT_AFTER_LAYERS)
-    steps = list(dict.fromkeys(n[len("layers.{i}.") :] for n in table_order if n.startswith("layers.")))
-    assert steps == list(LAYER_STEPS)  # the table reads in forward order
+    assert {documented(name, module, point) for name, _, module, point in table} == in_code()
+    names = [name for name, *_ in table]
+    vision = [n for n in names if n.startswith("vision.")]
+    assert vision == [f"vision.{s}" for s in VISION_BEFORE_LAYERS + tuple(f"layers.{{j}}.{s}" for s in VISION_LAYER_STEPS) + VISION_AFTER_LAYERS]
+    assert names[: len(vision)] == vision  # the vision tower runs first
+    text = [n for n in names if not n.startswith(("vision.", "layers."))]
+    assert text == list(TEXT_BEFORE_LAYERS + TEXT_AFTER_LAYERS)
+    steps = list(dict.fromkeys(n[len("layers.{i}.") :] for n in names if n.startswith("layers.")))
+    assert steps == list(LAYER_STEPS)
     assert re.search(r"`layers\.\{i\}\.attn\.q`.*before RoPE", DOC.read_text())
