@@ -3,9 +3,11 @@
 `load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
 `*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
 layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
-model under `model.language_model.*`). `Model.forward` turns token ids into logits;
-`Model.extend` feeds tokens through a KV cache, and `Model.generate` / `Model.stream` write text
-(`generation.py`); `Model.trace` names every step on the way (`trace.py`).
+model under `model.language_model.*`), and Gemma 3's text model (`Gemma3ForCausalLM`: `model.*`;
+`Gemma3ForConditionalGeneration`: `language_model.model.*`, as its `save_pretrained` writes it).
+`Model.forward` turns token ids into logits; `Model.extend` feeds tokens through a KV cache, and
+`Model.generate` / `Model.stream` write text (`generation.py`);
+`Model.trace` names every step on the way (`trace.py`).
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from .vision import encode_images, load_vision_tower
 from .ops import no_tap
 from .trace import Recorder
 
-TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
+TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
+HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where it is not HEAD_NAME
 # Tensors a checkpoint may carry that the text model does not read: KV-shared layers' unused
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
     re.compile(r"^model\.(audio_tower|embed_audio)\..*"),
+    re.compile(r"^(vision_tower|multi_modal_projector)\..*"),  # Gemma 3's SigLIP tower: not run
 )
 
 
@@ -248,7 +252,7 @@ def load(path: str | os.PathLike | None = None) -> Model:
     config = load_config(path)
     ckpt = Checkpoint(path)
     prefix = TEXT_PREFIX[config.model_type]
-    weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
     vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     _check_unexpected(ckpt, config)
     return Model(config, weights, path, vision=vision)

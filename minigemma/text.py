@@ -20,7 +20,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import TextConfig
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
-from .norm import rms_norm
+from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
 from .ple import PLEWeights, context_projection, load_ple, mix, token_identity
 from .rope import inverse_frequencies, rope_tables
@@ -52,7 +52,7 @@ def load_text(ckpt: Checkpoint, cfg: TextConfig, prefix: str, head_name: str) ->
     return TextWeights(
         embed=embed,
         layers=tuple(load_layer(ckpt, f"{prefix}.layers.{s.index}", s, cfg) for s in cfg.layers),
-        final_norm=ckpt.f32(f"{prefix}.norm.weight", (h,)),
+        final_norm=norm_weight(ckpt.f32(f"{prefix}.norm.weight", (h,)), cfg.norm_offset),
         lm_head=lm_head,
         ple=ple,
     )

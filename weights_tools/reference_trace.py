@@ -215,6 +215,11 @@ def load_reference(path: str):
 
     logging.disable_progress_bar()  # stderr is for minigemma's own one-line summary
     config = load_config(path)
+    if config.model_type not in REFERENCE_CLASSES:
+        raise InputError(
+            f"--reference: traces Gemma 4 checkpoints (model_type {' or '.join(REFERENCE_CLASSES)}), "
+            f"{path} has model_type {config.model_type!r}"
+        )
     cls = REFERENCE_CLASSES[config.model_type]
     return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
 
