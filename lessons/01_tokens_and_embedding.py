@@ -15,7 +15,7 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import activations, agree, have_reference, plt, reference_text_model, save, to_numpy
+from lesson_support import agree, have_reference, plt, reference_text_model, save, to_numpy
 import numpy as np
 
 import minigemma
@@ -75,7 +75,7 @@ print(f"RMS of the scaled rows: {rms(scaled).mean():.3f} on average")
 # never gets near the cap, so here it is a guard rail that is rarely touched.
 
 # %%
-acts = activations(model, ids)
+acts = model.trace(ids)
 print("the head is the embedding table itself:", model.weights.lm_head is model.weights.embed)
 raw = linear(acts["final_norm"], model.weights.lm_head)  # (seq, vocab), before the cap
 capped = soft_cap(raw, cfg.final_logit_softcapping)

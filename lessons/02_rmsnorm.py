@@ -8,7 +8,7 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import activations, agree, have_reference, plt, reference_text_model, save, to_numpy, watch
+from lesson_support import agree, have_reference, plt, reference_text_model, save, to_numpy, watch
 import contextlib
 
 import numpy as np
@@ -40,7 +40,7 @@ eps = cfg.rms_norm_eps
 # %%
 text = "Return a new list containing all items from the iterable in ascending order."
 ids = np.array(model.tokenizer.encode(text, add_special_tokens=True))
-acts = activations(model, ids)
+acts = model.trace(ids)
 entering = [acts["embed"]] + [acts[f"layers.{i}.out"] for i in range(cfg.num_hidden_layers - 1)]
 rms = lambda x: np.sqrt(np.mean(x * x, axis=-1))  # noqa: E731
 table = np.stack([rms(h) for h in entering])  # (layers, seq)
@@ -85,7 +85,7 @@ save(fig, "02_rmsnorm")
 users = [minigemma.attention, minigemma.layer, minigemma.moe, minigemma.ple, minigemma.text]
 with contextlib.ExitStack() as stack:
     calls = {module: stack.enter_context(watch(module, "rms_norm")) for module in users}
-    activations(model, ids)
+    model.trace(ids)
 for module, seen in calls.items():
     with_scale = sum(args[1] is not None for args, _ in seen)
     print(f"  {module.__name__:22} {len(seen):3d} calls ({with_scale} with a learned scale)")

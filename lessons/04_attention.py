@@ -10,13 +10,14 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import activations, agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy
+from lesson_support import agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy
 import numpy as np
 
 import minigemma
 from minigemma.attention import attend, attention_mask, output_projection, project_keys_values, project_queries
 from minigemma.layer_plan import GLOBAL, layer_types
 from minigemma.norm import rms_norm
+from minigemma.rope import apply_rope
 from minigemma.text import rope_for_positions
 
 model = minigemma.load()
@@ -67,8 +68,10 @@ save(fig, "04_sliding_mask")
 # tokens of Python documentation it never saw in training:
 #
 # 1. the layer's input is RMS-normed (`input_layernorm`, lesson 2);
-# 2. `project_queries`: project to `heads x head_dim`, RMSNorm each head (`q_norm`), rotate (lesson 3);
-# 3. `project_keys_values`: the same for keys (`k_norm`); values get an RMSNorm *without* scale.
+# 2. `project_queries`: project to `heads x head_dim`, RMSNorm each head (`q_norm`); then
+#    `apply_rope` rotates them (lesson 3);
+# 3. `project_keys_values`: the same for keys (`k_norm`, then rotated); values get an RMSNorm
+#    *without* scale, and no rotation.
 #    Because queries and keys arrive normalised, the scores need no `1/sqrt(head_dim)`: Gemma 4's
 #    attention scaling is 1.0;
 # 4. **GQA**: 4 query heads share 2 key/value heads on sliding layers, and a single one on global
@@ -78,6 +81,9 @@ save(fig, "04_sliding_mask")
 # 6. **KV sharing** (layers 4 and 5): these compute no keys or values; they attend to those of
 #    the last earlier layer of their type (lesson 5);
 # 7. `attend` and `output_projection`: softmax-weighted sum of values, then back to `hidden`.
+#
+# Each step is checked against the model's own forward pass, recorded by `model.trace` under the
+# names of lesson 12 (`layers.{i}.attn.in`, `.attn.q`, ..., `.attn.out`).
 #
 # To *see* the attention weights we use a property of `attend` itself: its output is the
 # weights times the values, so with one-hot values (the identity matrix) it returns the weights.
@@ -92,23 +98,32 @@ def attention_weights(q, k, mask):
     return np.concatenate(columns, axis=-1)[..., :k_len].transpose(1, 0, 2)
 
 
+same = lambda ours, recorded: np.testing.assert_allclose(ours, recorded, rtol=1e-5, atol=1e-5)  # noqa: E731
 ids = np.array(model.tokenizer.encode(heldout_text(), add_special_tokens=True)[:seq])
-acts = activations(model, ids)
+acts = model.trace(ids)
 rope = rope_for_positions(positions, cfg)
 eps = cfg.rms_norm_eps
 kv, weights = {}, {}
 for spec, w in zip(cfg.layers, model.weights.layers):
     i = spec.index
     x = rms_norm(acts["embed"] if i == 0 else acts[f"layers.{i - 1}.out"], w.input_norm, eps)
+    same(x, acts[f"layers.{i}.attn.in"])
     cos, sin = rope[spec.layer_type]
-    q = project_queries(x, w.attention, spec, eps, cos, sin)  # (seq, heads, head_dim)
+    q = project_queries(x, w.attention, spec, eps)  # (seq, heads, head_dim)
+    same(q, acts[f"layers.{i}.attn.q"])
+    q = apply_rope(q, cos, sin)
     if spec.reuses_kv:
         k, v = kv[spec.kv_producer]
     else:
-        k, v = kv[i] = project_keys_values(x, w.attention, spec, eps, cos, sin)  # (seq, kv_heads, head_dim)
+        k, v = project_keys_values(x, w.attention, spec, eps)  # (seq, kv_heads, head_dim)
+        same(k, acts[f"layers.{i}.attn.k"])
+        same(v, acts[f"layers.{i}.attn.v"])
+        k = apply_rope(k, cos, sin)
+        kv[i] = k, v  # what the KV-shared layers of this type will read
     mask = attention_mask(positions, positions, cfg.attention_window if spec.is_sliding else None)
-    out = output_projection(attend(q, k, v, mask), w.attention)
-    np.testing.assert_allclose(out, acts[f"layers.{i}.attn.out"], rtol=1e-5, atol=1e-5)  # as the model computed it
+    context = attend(q, k, v, mask)  # (seq, heads, head_dim)
+    same(context, acts[f"layers.{i}.attn.context"])
+    same(output_projection(context, w.attention), acts[f"layers.{i}.attn.out"])
     weights[i] = attention_weights(q, k, mask)  # (heads, q, k)
     print(
         f"layer {i} {'sliding' if spec.is_sliding else 'global '}: q {q.shape}, k {k.shape}"
@@ -126,7 +141,7 @@ for spec, w in zip(cfg.layers, model.weights.layers):
 
 # %%
 late = positions >= cfg.sliding_window  # queries whose window no longer reaches the start
-distance = positions[:, None] - positions[None, :]  # (q, k)
+distance = np.subtract.outer(positions, positions)  # (q, k): how far back each key lies
 print("layer  kind     mean distance per head       weight on <bos> per head")
 for spec in cfg.layers:
     a = weights[spec.index][:, late]  # (heads, late queries, k)

@@ -9,7 +9,7 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import activations, agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy, watch
+from lesson_support import agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy
 from unittest import mock
 
 import numpy as np
@@ -73,15 +73,17 @@ print("  |mixed input the layer gets| ", "  ".join(f"{v:7.2f}" for v in norm(inp
 # %% [markdown]
 # ## What each layer does with it
 #
-# We watch `apply_per_layer_input` during a forward pass: its input `h` and its result give each
-# layer's PLE contribution, `result - h`, for every token. The figure sets its size against the
-# size of the residual stream it is added to, per layer and per token.
+# `model.trace` records a forward pass step by step (lesson 12): `layers.{i}.ple.in` is the
+# residual stream the PLE step of layer i reads, and `layers.{i}.ple.post_norm` what it adds to
+# it, for every token. The figure sets the size of that contribution against the size of the
+# stream, per layer and per token.
 
 # %%
-with watch(minigemma.layer, "apply_per_layer_input") as calls:
-    acts = activations(model, ids)
-contribution = np.stack([result - args[0] for args, result in calls])  # (layers, seq, hidden)
-stream = np.stack([args[0] for args, _ in calls])
+acts = model.trace(ids)
+contribution = np.stack([acts[f"layers.{i}.ple.post_norm"] for i in range(n_layers)])  # (layers, seq, hidden)
+stream = np.stack([acts[f"layers.{i}.ple.in"] for i in range(n_layers)])
+np.testing.assert_allclose(identity, acts["ple.identity"], rtol=1e-6, atol=1e-6)
+np.testing.assert_allclose(inputs, acts["ple.inputs"], rtol=1e-6, atol=1e-6)
 ratio = norm(contribution) / norm(stream)  # (layers, seq)
 print("|PLE contribution| / |residual stream|, mean over tokens, per layer:", np.round(ratio.mean(1), 3))
 pieces = [model.tokenizer.decode([i]) for i in ids]

@@ -9,7 +9,7 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy, watch
+from lesson_support import agree, have_reference, heldout_text, plt, reference_text_model, save, to_numpy
 from unittest import mock
 
 import numpy as np
@@ -56,16 +56,18 @@ for spec, w in zip(cfg.layers, model.weights.layers):
 # 4. keep the top-k probabilities and renormalise them to sum to 1;
 # 5. multiply each by its expert's learned `per_expert_scale`.
 #
-# We watch `route` in every layer during a forward pass over one sentence.
+# `model.trace` records the router's three outputs in every layer (`layers.{i}.moe.router.probs`,
+# `.top_k_weights`, `.top_k_index`) during a forward pass over one sentence.
 
 # %%
 text = "The sort() method modifies the list in place and returns None."
 ids = np.array(model.tokenizer.encode(text, add_special_tokens=True))
 pieces = [model.tokenizer.decode([i]) for i in ids]
-with watch(minigemma.moe, "route") as calls:
-    model.forward(ids)
-residual, router = calls[0][0][0], calls[0][0][1]  # layer 0's input to the router, and its weights
-probs, top_weights, top_index = calls[0][1]  # (tokens, experts), (tokens, k), (tokens, k)
+acts = model.trace(ids)
+residual = acts["layers.0.attn.residual"]  # (tokens, hidden): what layer 0's router reads
+router = model.weights.layers[0].moe.router
+probs, top_weights, top_index = route(residual, router, cfg.top_k_experts, eps)  # (tokens, experts), (tokens, k) x 2
+assert np.array_equal(top_index, acts["layers.0.moe.router.top_k_index"])
 t = pieces.index(" method")
 print(f"layer 0, token {pieces[t]!r}: router probabilities {np.round(probs[t], 3)}")
 print(f"  top-{cfg.top_k_experts} experts {top_index[t]}, renormalised {np.round(probs[t, top_index[t]] / probs[t, top_index[t]].sum(), 3)}, "
@@ -83,7 +85,8 @@ ce, load = evaluate(model, tokens, 256)  # load: (layers, experts), fractions of
 print("expert load per layer (%):")
 print(np.round(100 * load, 1))
 routing = np.zeros((cfg.num_hidden_layers, len(ids), cfg.num_experts))  # weight each token gives each expert
-for layer, (_, (_, weights, index)) in enumerate(calls):
+for layer in range(cfg.num_hidden_layers):
+    index, weights = acts[f"layers.{layer}.moe.router.top_k_index"], acts[f"layers.{layer}.moe.router.top_k_weights"]
     np.put_along_axis(routing[layer], index, weights, axis=-1)
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 4.8), layout="constrained", gridspec_kw={"width_ratios": [1.2, 1, 1, 1]})

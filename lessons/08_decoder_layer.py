@@ -8,12 +8,11 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import activations, agree, have_reference, plt, reference_text_model, save, to_numpy, watch
+from lesson_support import agree, have_reference, plt, reference_text_model, save, to_numpy
 
 import numpy as np
 
 import minigemma
-import minigemma.layer
 from minigemma.layer import ForwardContext, decoder_layer
 from minigemma.ple import per_layer_inputs, token_identity
 from minigemma.text import rope_for_positions
@@ -57,7 +56,7 @@ ple_inputs = per_layer_inputs(
 )  # (seq, layers, ple_dim)
 ctx = ForwardContext(positions=positions, rope=rope_for_positions(positions, cfg))
 out0 = decoder_layer(embeds, model.weights.layers[0], cfg.layers[0], cfg, ctx, ple_inputs[:, 0])
-acts = activations(model, ids)
+acts = model.trace(ids)
 assert np.array_equal(out0, acts["layers.0.out"])
 print(f"layer 0 by hand: {out0.shape}, equal to the forward pass; layer_scalar per layer:",
       [float(w.layer_scalar[0]) for w in model.weights.layers])
@@ -65,20 +64,18 @@ print(f"layer 0 by hand: {out0.shape}, equal to the forward pass; layer_scalar p
 # %% [markdown]
 # ## What each block adds
 #
-# We watch the residual stream at the seams of every layer of a forward pass: the MoE block
-# receives the stream after attention, `apply_per_layer_input` receives it after the MLP and
-# experts and returns it after PLE. The differences are what each block added, token by token.
+# The trace of the forward pass names what each block adds to the residual stream: its output
+# after the output norm, `layers.{i}.attn.post_norm`, `.moe.post_norm` (the MLP and experts
+# together) and `.ple.post_norm`, token by token.
 
 # %%
-with watch(minigemma.layer, "moe_block") as moe_calls, watch(minigemma.layer, "apply_per_layer_input") as ple_calls:
-    acts = activations(model, ids)
 rms = lambda x: np.sqrt(np.mean(x * x, axis=-1)).mean()  # noqa: E731  mean over tokens
 rows = []
-for spec, (moe_args, _), (ple_args, after_ple) in zip(cfg.layers, moe_calls, ple_calls):
-    i = spec.index
+for i in range(cfg.num_hidden_layers):
     h_in = acts["embed"] if i == 0 else acts[f"layers.{i - 1}.out"]
-    after_attention, after_ffn = moe_args[0], ple_args[0]
-    rows.append([rms(h_in), rms(after_attention - h_in), rms(after_ffn - after_attention), rms(after_ple - after_ffn), rms(acts[f"layers.{i}.out"])])
+    added = [acts[f"layers.{i}.{block}.post_norm"] for block in ("attn", "moe", "ple")]
+    np.testing.assert_allclose(h_in + sum(added), acts[f"layers.{i}.out"], rtol=1e-5, atol=1e-5)  # layer_scalar is 1
+    rows.append([rms(h_in)] + [rms(a) for a in added] + [rms(acts[f"layers.{i}.out"])])
 rows = np.array(rows)
 print("layer  RMS in   + attention  + MLP & experts  + PLE    RMS out")
 for i, (h_in, attn, ffn, ple_add, h_out) in enumerate(rows):

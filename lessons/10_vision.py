@@ -91,18 +91,20 @@ pooled = pool(patch_pixels, rows, cols, POOLING_KERNEL_SIZE) / np.float32(patch_
 token_colours = pooled.reshape(rows // 3, cols // 3, PATCH_SIZE, PATCH_SIZE, 3).mean(axis=(2, 3))  # one colour per soft token
 resized = patch_pixels.reshape(rows, cols, PATCH_SIZE, PATCH_SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(rows * PATCH_SIZE, cols * PATCH_SIZE, 3)
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
-axes[0].imshow(picture)
-axes[0].set_title(f"the picture, {width} x {height}")
-axes[1].imshow(resized)
-for x in range(0, cols * PATCH_SIZE + 1, PATCH_SIZE):
-    axes[1].axvline(x - 0.5, color="white", lw=0.3 if x % (3 * PATCH_SIZE) else 1.2)
+fig = plt.figure(figsize=(12, 9.5), layout="constrained")
+grid = fig.add_gridspec(2, 2, height_ratios=[1.6, 1])
+top, left, right = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+top.imshow(resized)
+for x in range(0, cols * PATCH_SIZE + 1, PATCH_SIZE):  # thin lines: patches; thick: 3x3 pooling blocks
+    top.axvline(x - 0.5, color="white", lw=0.3 if x % (3 * PATCH_SIZE) else 1.2)
 for y in range(0, rows * PATCH_SIZE + 1, PATCH_SIZE):
-    axes[1].axhline(y - 0.5, color="white", lw=0.3 if y % (3 * PATCH_SIZE) else 1.2)
-axes[1].set_title(f"resized for {budget} tokens: {rows} x {cols} patches, 3x3 blocks")
-axes[2].imshow(token_colours, interpolation="nearest")
-axes[2].set_title(f"{n_tokens} soft tokens ({rows // 3} x {cols // 3}), mean colour of each")
-for ax in axes:
+    top.axhline(y - 0.5, color="white", lw=0.3 if y % (3 * PATCH_SIZE) else 1.2)
+top.set_title(f"resized for {budget} tokens: {rows} x {cols} patches of 16 x 16 pixels, pooled in 3 x 3 blocks")
+left.imshow(picture)
+left.set_title(f"the picture, {width} x {height}")
+right.imshow(token_colours, interpolation="nearest")
+right.set_title(f"{n_tokens} soft tokens ({rows // 3} x {cols // 3}), the mean colour of each")
+for ax in (top, left, right):
     ax.set_xticks([])
     ax.set_yticks([])
 save(fig, "10_pooled_patch_grid")

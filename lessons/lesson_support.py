@@ -1,5 +1,5 @@
-"""The plumbing the lessons share: where figures go, the matplotlib backend, a recording forward
-pass, and the reference model for the closing checks.
+"""The plumbing the lessons share: where figures go, the matplotlib backend, watching a function,
+and the reference model for the closing checks.
 
 Nothing here computes any part of Gemma 4: every feature a lesson shows is minigemma's own function,
 imported from `minigemma/` (the reader test, `tests/test_lessons.py`, holds the lessons to that).
@@ -60,20 +60,6 @@ def save(fig, name: str) -> Path:
     if not in_notebook():
         plt.close(fig)
     return path
-
-
-def activations(model, ids) -> dict[str, np.ndarray]:
-    """One forward pass of the text model over token ids (seq,), recording the value at every
-    named step (`embed`, `layers.{i}.attn.out`, `layers.{i}.out`, ..., `logits`: the `tap` names
-    of minigemma/text.py and minigemma/layer.py)."""
-    from minigemma.text import text_forward
-
-    ids = np.asarray(ids)
-    recorded = {}
-    embeds, ple_ids = model.embed(ids)
-    tap = lambda name, value: recorded.__setitem__(name, np.array(value))  # noqa: E731
-    text_forward(embeds, ple_ids, model.weights, model.config.text, np.arange(len(ids)), tap=tap)
-    return recorded
 
 
 @contextlib.contextmanager
