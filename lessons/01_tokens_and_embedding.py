@@ -33,8 +33,8 @@ print("\n".join(describe(model)))
 # A language model reads integers. Gemma's tokenizer is a SentencePiece BPE model: frequent
 # pieces of words get one id each, and anything it has never seen falls back to its UTF-8 bytes,
 # so no text is ever out of vocabulary. Gemma 4 uses 262,144 pieces; the embedded model, 4,096.
-# A prompt starts with `<bos>`, and a handful of special tokens (`<|turn>`, `<|image|>`, ...)
-# are whole units the text can never spell by accident.
+# A prompt starts with `<bos>`, and the special tokens (`<|turn>`, `<|image|>`, ...) are always
+# one token each, never cut into pieces.
 
 # %%
 tok = model.tokenizer
@@ -49,9 +49,10 @@ for i in ids:
 #
 # Each id picks a row of the embedding table (vocab x hidden). Gemma multiplies that row by
 # `sqrt(hidden)`. Why? The same table is also the output head (below): the logit of token v is
-# the dot product of the final hidden state with row v. Trained that way, rows end up small,
-# about `1/sqrt(hidden)` per entry. Scaled by `sqrt(hidden)`, they enter the residual stream at an
-# RMS of about 1, the scale every RMSNorm in the model then works at.
+# the dot product of the final, normalised hidden state with row v. For logits of a sensible
+# size the rows must be small, about `1/sqrt(hidden)` per entry, and that is the scale the table
+# lives at. Multiplied by `sqrt(hidden)`, the same rows enter the residual stream at an RMS of
+# about 1, the scale the rest of the model works at.
 
 # %%
 rows = model.weights.embed[ids]  # (seq, hidden): the raw table rows

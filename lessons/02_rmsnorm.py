@@ -35,7 +35,7 @@ eps = cfg.rms_norm_eps
 #
 # The residual stream of a transformer is a running sum: every layer adds its output to it. Its
 # size therefore drifts with depth, token by token. Below: the RMS of each token's vector as it
-# enters each layer of the embedded model, on a sentence from the Python docs it never saw.
+# enters each layer of the embedded model, on one sentence of documentation.
 
 # %%
 text = "Return a new list containing all items from the iterable in ascending order."
@@ -50,8 +50,8 @@ print(table[:, :8])
 # %% [markdown]
 # `rms_norm` without a scale brings every token back to RMS 1, whatever its size; the learned
 # scale `w` (one number per dimension, trained) then sets the size and emphasis the next block
-# wants. Gemma 4 stores that scale as is; Gemma 1 to 3 stored `w - 1` and applied `1 + w`, a
-# classic porting bug. minigemma folds the offset in once, at load time (`norm_weight`), so
+# wants. Gemma 4 stores that scale as is; Gemma 1 to 3 store the scale minus one (zeros mean
+# "leave it") and multiply by `1 + w`: a classic porting bug. minigemma folds the offset in once, at load time (`norm_weight`), so
 # `rms_norm` is the same function for both.
 
 # %%

@@ -174,26 +174,23 @@ save(fig, "04_attention_maps")
 # ## Check against the reference
 #
 # The reference returns its attention weights with `output_attentions=True` (eager attention):
-# they must equal ours for every layer and head, and each layer's attention output
-# (`Gemma4TextAttention`'s output, caught with a forward hook) must equal `layers.{i}.attn.out`.
+# they must equal ours for every layer and head. And each layer's attention output (what its
+# `Gemma4TextAttention` returns, caught by a forward hook: `reference_trace.capture`, lesson 12)
+# must equal ours, `layers.{i}.attn.out`.
 
 # %%
 if have_reference():
     import torch
     from transformers.models.gemma4.modeling_gemma4 import Gemma4TextAttention
 
+    from weights_tools.reference_trace import capture
+
     ref = reference_text_model()
-    outputs = {}
-    hooks = [
-        layer.self_attn.register_forward_hook(lambda m, args, out, i=i: outputs.__setitem__(i, out[0]))
-        for i, layer in enumerate(ref.model.layers)
-        if isinstance(layer.self_attn, Gemma4TextAttention)
-    ]
+    assert all(isinstance(layer.self_attn, Gemma4TextAttention) for layer in ref.model.layers)
     with torch.no_grad():
-        result = ref(torch.from_numpy(ids)[None], output_attentions=True, use_cache=False)
-    for hook in hooks:
-        hook.remove()
+        attentions = ref(torch.from_numpy(ids)[None], output_attentions=True, use_cache=False).attentions
+    theirs = capture(ref, ids, names="layers.*.attn.out")
     for spec in cfg.layers:
         i = spec.index
-        agree(f"layer {i} attention weights", weights[i], to_numpy(result.attentions[i][0]), 1e-4)
-        agree(f"layer {i} attention output", acts[f"layers.{i}.attn.out"], to_numpy(outputs[i][0]), 1e-4)
+        agree(f"layer {i} attention weights", weights[i], to_numpy(attentions[i][0]), 1e-4)
+        agree(f"layer {i} attention output", acts[f"layers.{i}.attn.out"], theirs[f"layers.{i}.attn.out"], 1e-4)

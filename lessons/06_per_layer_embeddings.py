@@ -118,25 +118,21 @@ print(f"cross-entropy on {len(tokens)} held-out tokens: with PLE {with_ple:.3f},
 # ## Check against the reference
 #
 # The reference's `get_per_layer_inputs` (token identity) and `project_per_layer_inputs` (the mix),
-# and each layer's contribution, which is the output of its `post_per_layer_input_norm`.
+# and each layer's contribution: the output of its `post_per_layer_input_norm`, caught by a
+# forward hook (`reference_trace.capture`, lesson 12).
 
 # %%
 if have_reference():
     import torch
 
+    from weights_tools.reference_trace import capture
+
     ref = reference_text_model()
-    caught = {}
-    hooks = [
-        layer.post_per_layer_input_norm.register_forward_hook(lambda m, args, out, i=i: caught.__setitem__(i, out[0]))
-        for i, layer in enumerate(ref.model.layers)
-    ]
     with torch.no_grad():
         t_ids, t_embeds = torch.from_numpy(ids)[None], torch.from_numpy(embeds)[None]
         ref_identity = ref.model.get_per_layer_inputs(t_ids, t_embeds)
         agree("token identity", identity, to_numpy(ref_identity[0]), 1e-5)
         agree("per-layer inputs", inputs, to_numpy(ref.model.project_per_layer_inputs(t_embeds, ref_identity)[0]), 1e-5)
-        ref(t_ids, use_cache=False)
-    for hook in hooks:
-        hook.remove()
+    theirs = capture(ref, ids, names="layers.*.ple.post_norm")
     for i in range(n_layers):
-        agree(f"layer {i} PLE contribution", contribution[i], to_numpy(caught[i]), 1e-4)
+        agree(f"layer {i} PLE contribution", contribution[i], theirs[f"layers.{i}.ple.post_norm"], 1e-4)

@@ -8,7 +8,7 @@
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
-from lesson_support import agree, have_reference, plt, reference_text_model, save, to_numpy
+from lesson_support import agree, have_reference, plt, reference_text_model, save
 
 import numpy as np
 
@@ -100,23 +100,17 @@ save(fig, "08_layer_contributions")
 # %% [markdown]
 # ## Check against the reference
 #
-# The output of every `Gemma4TextDecoderLayer` of the reference (a forward hook), against ours.
+# The output of every `Gemma4TextDecoderLayer` of the reference, caught by a forward hook
+# (`reference_trace.capture`, lesson 12), against ours.
 
 # %%
 if have_reference():
-    import torch
     from transformers.models.gemma4.modeling_gemma4 import Gemma4TextDecoderLayer
 
+    from weights_tools.reference_trace import capture
+
     ref = reference_text_model()
-    caught = {}
-    hooks = [
-        layer.register_forward_hook(lambda m, args, out, i=i: caught.__setitem__(i, out))
-        for i, layer in enumerate(ref.model.layers)
-        if isinstance(layer, Gemma4TextDecoderLayer)
-    ]
-    with torch.no_grad():
-        ref(torch.from_numpy(ids)[None], use_cache=False)
-    for hook in hooks:
-        hook.remove()
+    assert all(isinstance(layer, Gemma4TextDecoderLayer) for layer in ref.model.layers)
+    theirs = capture(ref, ids, names="layers.*.out")
     for spec in cfg.layers:
-        agree(f"layer {spec.index} output", acts[f"layers.{spec.index}.out"], to_numpy(caught[spec.index][0]), 1e-4)
+        agree(f"layer {spec.index} output", acts[f"layers.{spec.index}.out"], theirs[f"layers.{spec.index}.out"], 1e-4)
