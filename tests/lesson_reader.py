@@ -33,7 +33,8 @@ from functools import cache
 import minigemma
 
 BODY_SIMILARITY = 0.8
-MIN_BODY_NODES = 12  # smaller functions (a one-line return) are too generic to call a copy
+MIN_BODY_NODES = 40  # below this a body is one call or one formula: too generic to compare whole
+# (two-line "call, then return" helpers look alike); the formula rule covers what they compute
 MIN_FORMULA_NODES = 14
 REFERENCE_LINE = re.compile(r"^Reference:", re.M)
 BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
