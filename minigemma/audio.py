@@ -17,6 +17,10 @@ and each output frame becomes one soft token (after the embedder, `multimodal.py
 Activations are clamped to +-`gradient_clipping` between blocks (a training-time guard that
 the reference keeps at inference). Most linears are clipped linears (`clipped_linear.py`).
 
+Trace names (reference module in brackets): `audio.subsample` [audio_tower.subsample_conv_projection,
+first output], `audio.layers.{i}` [audio_tower.layers.{i}], `audio.out` [audio_tower.output_proj],
+`audio.soft_tokens` [embed_audio, padding frames removed].
+
 One reference detail worth knowing: the norms of the feed-forwards and of the layer itself are
 built without the config's `rms_norm_eps`, so they use the `Gemma4RMSNorm` default of 1e-6,
 while the light conv's norms, the subsampling LayerNorms and the embedder use `rms_norm_eps`.
@@ -24,15 +28,19 @@ while the light conv's norms, the subsampling LayerNorms and the embedder use `r
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .audio_attention import AudioAttentionWeights, audio_attention, block_mask, load_audio_attention, relative_position_embeddings
-from .audio_config import AudioConfig
+from .audio_config import AudioConfig, audio_config_from_dict
+from .audio_features import FeatureConfig, load_feature_config
 from .audio_subsample import SubsampleWeights, load_subsample, subsample
 from .checkpoint import TensorSource
 from .clipped_linear import ClippedLinearWeights, clamp, clipped_linear, load_clipped_linear
+from .errors import ConfigError, InputError
+from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
 from .norm import rms_norm
 from .ops import ACTIVATIONS, linear
 
@@ -186,3 +194,61 @@ def audio_forward(features: np.ndarray, mask: np.ndarray, w: AudioWeights, cfg: 
     x = linear(x, w.output_proj, w.output_bias)
     tap("audio.out", x)
     return x, mask
+
+
+# ------------------------------------------------------------------------------------ the tower in a model
+
+
+@dataclass(frozen=True)
+class AudioTower:
+    """What a checkpoint with audio carries: the conformer, its embedder into the text model's
+    space, and the feature extractor settings its WAV inputs need."""
+
+    config: AudioConfig
+    weights: AudioWeights
+    embedder: EmbedderWeights  # `model.embed_audio`
+    features: FeatureConfig
+
+
+def load_audio_tower(ckpt: TensorSource, config, directory: str) -> AudioTower:
+    """The audio tower of a `gemma4` checkpoint (`config`: its `ModelConfig`) in `directory`."""
+    try:
+        cfg = audio_config_from_dict(config.audio)
+    except ConfigError as e:
+        raise ConfigError(f"{os.path.join(directory, 'config.json')}: {e}") from None
+    weights = load_audio(ckpt, "model.audio_tower", cfg)
+    embedder = load_embedder(ckpt, "model.embed_audio", cfg.output_proj_dims, config.text.hidden_size)
+    return AudioTower(cfg, weights, embedder, load_feature_config(directory))
+
+
+def audio_soft_tokens(tower: AudioTower, input_features, input_features_mask, tap=None) -> np.ndarray:
+    """`input_features` (clips, frames, mels) and `input_features_mask` (clips, frames), as the
+    extractor emits them -> the soft tokens of every clip, in order, padding frames dropped:
+    (tokens, text_hidden). Clip i yields as many tokens as its subsampled mask has True values,
+    the count its placeholder run in the prompt must have."""
+    features, mask = check_audio_inputs(input_features, input_features_mask)
+    out, out_mask = audio_forward(features, mask, tower.weights, tower.config, tap)
+    tokens = embed_soft_tokens(out[out_mask], tower.embedder, tower.config.rms_norm_eps)
+    if tap:
+        tap("audio.soft_tokens", tokens)
+    return tokens
+
+
+def check_audio_inputs(input_features, input_features_mask) -> tuple[np.ndarray, np.ndarray]:
+    if input_features is None or input_features_mask is None:
+        missing = "input_features_mask" if input_features_mask is None else "input_features"
+        raise InputError(f"{missing}: required with audio (the feature extractor returns both)")
+    try:
+        features = np.asarray(input_features, dtype=np.float32)
+        mask = np.asarray(input_features_mask)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"input_features: expected a float array ({e})") from None
+    if features.ndim != 3 or features.shape[1] == 0:
+        raise InputError(f"input_features: expected shape (clips, frames, mels), found {features.shape}")
+    if mask.shape != features.shape[:2]:
+        raise InputError(f"input_features_mask: expected shape {features.shape[:2]} (clips, frames), found {mask.shape}")
+    if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
+        raise InputError(f"input_features_mask: expected booleans (or 0/1), found dtype {mask.dtype}")
+    if not np.all(np.isfinite(features)):
+        raise InputError("input_features: found NaN or infinity")
+    return features, mask.astype(bool)

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from .audio import audio_soft_tokens, load_audio_tower
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
@@ -25,7 +26,7 @@ HEAD_NAME = "lm_head.weight"
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
-    re.compile(r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\..*"),
+    re.compile(r"^model\.(vision_tower|embed_vision)\..*"),
 )
 
 
@@ -71,7 +72,10 @@ class Model:
         if pixel_values is not None or image_position_ids is not None:
             raise InputError("pixel_values: this checkpoint has no vision tower")
         if input_features is not None or input_features_mask is not None:
-            raise InputError("input_features: this checkpoint has no audio tower")
+            if self.audio is None:
+                raise InputError("input_features: this checkpoint has no audio tower")
+            tokens = audio_soft_tokens(self.audio, input_features, input_features_mask)
+            soft.append((self.config.tokens["audio_token_id"], "audio", tokens))
         return soft
 
     def embed(self, ids: np.ndarray, soft=()) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +152,9 @@ def load(path: str | os.PathLike | None = None) -> Model:
     ckpt = Checkpoint(path)
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path)
+    return Model(config, weights, path, audio=audio)
 
 
 def default_model_path() -> str:

@@ -100,7 +100,7 @@ def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Overwrite every parameter and persistent float buffer with random values.
 
     Scales (norm weights, layer_scalar, router scales) ~ U(0.5, 1.5) with random signs on a few;
-    clip bounds of clipped linears ~ +-U(0.8, 2), tight enough that O(1) activations get clipped;
+    clip bounds of clipped linears ~ +-U(0.3, 1.5), tight enough that O(1) activations get clipped;
     projections ~ N(0, 1/fan_in) so activations stay O(1); embeddings ~ N(0, 1)."""
     g = torch.Generator().manual_seed(seed)
     persistent = {name for name, _ in module.named_buffers() if _is_persistent(module, name)}
@@ -108,8 +108,8 @@ def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     tensors.update({n: b for n, b in module.named_buffers() if n in persistent and b.is_floating_point()})
     with torch.no_grad():
         for name, t in tensors.items():
-            if name.endswith(CLIP_BOUNDS):  # +-U(0.8, 2): inside the O(1) activations' range, so they clip
-                t.copy_((0.8 + 1.2 * torch.rand(t.shape, generator=g)) * (1 if name.endswith("max") else -1))
+            if name.endswith(CLIP_BOUNDS):  # +-U(0.3, 1.5): inside the O(1) activations' range, so they clip
+                t.copy_((0.3 + 1.2 * torch.rand(t.shape, generator=g)) * (1 if name.endswith("max") else -1))
             elif any(name.endswith(s) for s in SCALE_LIKE) or t.ndim == 1 and "bias" not in name:
                 t.copy_(0.5 + torch.rand(t.shape, generator=g))
             elif "bias" in name:
