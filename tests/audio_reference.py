@@ -50,8 +50,9 @@ def audio_config_kwargs(draw, max_layers: int = 2):
         gradient_clipping=draw(st.sampled_from([1e10, 2.0, 0.5])),
         output_proj_dims=draw(st.sampled_from([6, 12])),
     )
-    # the projection expects c0 // 4 frequencies after two halvings: 4 * (c0 // 4) - 3 ... 4 * (c0 // 4) mels
-    mels = draw(st.integers(4 * (c0 // 4) - 3, 4 * (c0 // 4)))
+    # the projection expects c0 // 4 frequencies after two halvings: 4 * (c0 // 4) - 3 ... 4 * (c0 // 4)
+    # mels (and at least 2: the reference extractor pads a 1-mel batch wrongly)
+    mels = draw(st.integers(max(2, 4 * (c0 // 4) - 3), 4 * (c0 // 4)))
     return kw, mels
 
 
@@ -148,3 +149,24 @@ def write_wav(path, samples: np.ndarray, rate: int = 16_000, width: int = 2) -> 
         f.setsampwidth(width)
         f.setframerate(rate)
         f.writeframes(data)
+
+
+def reference_audio_text_model(text_kwargs: dict, audio_kwargs: dict, seed: int):
+    """A randomised `Gemma4ForConditionalGeneration` with an audio tower; the audio special
+    tokens are the last three ids of the (small) vocabulary: placeholder, begin, end."""
+    from gemma_reference import make_text_config
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    vocab = text_kwargs["vocab_size"]
+    cfg = Gemma4Config(
+        text_config=make_text_config(text_kwargs).to_dict(),
+        audio_config=audio_kwargs,
+        vision_config=None,
+        audio_token_id=vocab - 3,
+        boa_token_id=vocab - 2,
+        eoa_token_index=vocab - 1,
+    )
+    for c in (cfg, cfg.text_config, cfg.audio_config):
+        c._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return randomize(Gemma4ForConditionalGeneration(cfg), seed).eval()
