@@ -220,12 +220,15 @@ def preemphasize(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return frames[:, 1:] - a * frames[:, :-1]
 
 
-def extract_features(clips, cfg: FeatureConfig = FeatureConfig()) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(clips, cfg: FeatureConfig = FeatureConfig(), names=None) -> tuple[np.ndarray, np.ndarray]:
     """Clips (a list of 1-D sample arrays at `cfg.sampling_rate`) -> `input_features`
     (clips, frames, feature_size) float32 and `input_features_mask` (clips, frames) bool, as the
     reference extractor's `__call__` returns them: clips longer than `max_samples` are cut, the
-    batch is padded to its longest clip rounded up to a multiple of `pad_to_multiple_of`."""
-    clips = [check_clip(c, i, cfg) for i, c in enumerate(clips)]
+    batch is padded to its longest clip rounded up to a multiple of `pad_to_multiple_of`.
+    `names`: what errors call each clip (default "audio clip i")."""
+    clips = list(clips)
+    names = names or [f"audio clip {i}" for i in range(len(clips))]
+    clips = [check_clip(c, name, cfg) for c, name in zip(clips, names)]
     if not clips:
         raise InputError("audio: expected at least one clip, found none")
     longest = max(len(c) for c in clips)
@@ -242,19 +245,19 @@ def extract_features(clips, cfg: FeatureConfig = FeatureConfig()) -> tuple[np.nd
     return np.stack(feats), np.stack(masks)
 
 
-def check_clip(clip, index: int, cfg: FeatureConfig) -> np.ndarray:
+def check_clip(clip, name: str, cfg: FeatureConfig) -> np.ndarray:
     """A clip as float64 samples (cut at `max_samples`), or an InputError saying what is wrong."""
     try:
         x = np.asarray(clip, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"audio clip {index}: expected an array of samples, found {type(clip).__name__}") from None
+        raise InputError(f"{name}: expected an array of samples, found {type(clip).__name__}") from None
     if x.ndim != 1:
-        raise InputError(f"audio clip {index}: expected 1-D mono samples, found shape {x.shape}")
+        raise InputError(f"{name}: expected 1-D mono samples, found shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise InputError(f"audio clip {index}: samples must be finite numbers, found NaN or infinity")
+        raise InputError(f"{name}: samples must be finite numbers, found NaN or infinity")
     if len(x) < cfg.min_samples:
         raise InputError(
-            f"audio clip {index}: {len(x)} samples ({1000 * len(x) / cfg.sampling_rate:.1f} ms) is too short, "
+            f"{name}: {len(x)} samples ({1000 * len(x) / cfg.sampling_rate:.1f} ms) is too short, "
             f"expected at least {cfg.min_samples} samples at {cfg.sampling_rate} Hz"
         )
     # the reference rounds the cut up to a multiple of the padding unit before cutting

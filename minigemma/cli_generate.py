@@ -71,12 +71,19 @@ def add_generate(sub) -> None:
     p.add_argument("prompt", nargs="?", help="the text to continue (default: read it from stdin)")
     add_model_flag(p)
     add_sampling_flags(p)
+    p.add_argument("--audio", action="append", metavar="PATH",
+                   help="a WAV clip to hear (repeatable); placed at the prompt's <|audio|> markers in order, "
+                   "or before the prompt when it has none")
     p.set_defaults(run=run_generate)
 
 
 def prompt_inputs(model, text: str, args):
     """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
     placeholders and soft tokens here."""
+    if getattr(args, "audio", None):
+        from .audio_prompt import prompt_with_audio
+
+        return prompt_with_audio(model, text, args.audio)
     return model.tokenizer.encode(text, add_special_tokens=True), ()
 
 

@@ -91,28 +91,44 @@ def check_prompt_fits(model, n: int) -> None:
         raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
 
 
-def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+def media_prompt(model, prompt, audio) -> tuple[np.ndarray, bool, list]:
+    """(ids, as_text, soft tokens): `prompt_ids`, with the audio clips placed at the prompt's
+    `<|audio|>` markers (a str prompt, or messages whose content has {"type": "audio"} items)."""
+    if audio is None or isinstance(audio, list | tuple) and len(audio) == 0:
+        return *prompt_ids(model, prompt), []
+    from .audio_prompt import prompt_with_audio
+
+    if isinstance(prompt, str):
+        ids, soft = prompt_with_audio(model, prompt, audio)
+    elif isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
+        ids, soft = prompt_with_audio(model, model.tokenizer.render_chat(list(prompt)), audio, add_special_tokens=False)
+    else:
+        raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
+    return ids, True, soft
+
+
+def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    ids, as_text = prompt_ids(model, prompt)
+    ids, as_text, soft = media_prompt(model, prompt, audio)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
-    return ids, as_text, sampling, stop_token_ids(model)
+    return ids, as_text, soft, sampling, stop_token_ids(model)
 
 
-def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None):
+def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
-    ids, as_text, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
-    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops)), dtype=np.int64)
+    ids, as_text, soft, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
     if not as_text:
         return new
     return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
 
 
-def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None) -> Iterator[str]:
+def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, audio=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
-    ids, _, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
-    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops), stops)
+    ids, _, soft, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
 
 
 def text_pieces(tokenizer, tokens, stops) -> Iterator[str]:

@@ -134,16 +134,18 @@ class Model:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
 
-    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
-        arguments take the checkpoint's `generation_config.json` values (greedy without one)."""
-        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        arguments take the checkpoint's `generation_config.json` values (greedy without one).
+        `audio`: clips (WAV paths or 1-D sample arrays), placed at the prompt's `<|audio|>`
+        markers in order (no marker: at its start); see `audio_prompt.py`."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
 
-    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
-        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
 
     def __repr__(self) -> str:
         t = self.config.text

@@ -151,20 +151,22 @@ def write_wav(path, samples: np.ndarray, rate: int = 16_000, width: int = 2) -> 
         f.writeframes(data)
 
 
-def reference_audio_text_model(text_kwargs: dict, audio_kwargs: dict, seed: int):
+def reference_audio_text_model(text_kwargs: dict, audio_kwargs: dict, seed: int, tokens=None):
     """A randomised `Gemma4ForConditionalGeneration` with an audio tower; the audio special
-    tokens are the last three ids of the (small) vocabulary: placeholder, begin, end."""
+    tokens (placeholder, begin, end) are `tokens`, by default the last three ids of the (small)
+    vocabulary."""
     from gemma_reference import make_text_config
     from transformers import Gemma4Config, Gemma4ForConditionalGeneration
 
     vocab = text_kwargs["vocab_size"]
+    placeholder, begin, end = tokens or (vocab - 3, vocab - 2, vocab - 1)
     cfg = Gemma4Config(
         text_config=make_text_config(text_kwargs).to_dict(),
         audio_config=audio_kwargs,
         vision_config=None,
-        audio_token_id=vocab - 3,
-        boa_token_id=vocab - 2,
-        eoa_token_index=vocab - 1,
+        audio_token_id=placeholder,
+        boa_token_id=begin,
+        eoa_token_index=end,
     )
     for c in (cfg, cfg.text_config, cfg.audio_config):
         c._attn_implementation = "eager"

@@ -1,0 +1,84 @@
+"""Audio in a prompt (mirrors `Gemma4Processor` with audio: `replace_audio_token` and the
+placeholder expansion of `ProcessorMixin.__call__`).
+
+A prompt says where each clip goes with the tokenizer's audio token, `<|audio|>`, once per clip.
+Each marker is expanded to
+
+    <|audio>  <|audio|> x n  <audio|>          (begin, n placeholders, end)
+
+where n is the number of soft tokens the clip becomes: its count of real mel frames after the
+two stride-2 subsampling convs, as the processor computes it from the feature mask. The text
+model then reads the clip's soft tokens in place of the placeholders, in order.
+
+For convenience a prompt without any marker gets one per clip at its start (the reference
+processor would refuse it); otherwise markers and clips must pair up exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .audio import AudioTower, audio_soft_tokens
+from .audio_features import extract_features
+from .audio_subsample import subsampled_mask
+from .errors import ConfigError, InputError
+from .wav import load_clip
+
+TOKEN_NAMES = ("boa_token", "audio_token", "eoa_token")  # tokenizer_config.json: begin, placeholder, end
+
+
+def clip_samples(clip, index: int, tower: AudioTower) -> np.ndarray:
+    """A clip given as a WAV path (read and resampled) or as samples at the extractor's rate."""
+    if isinstance(clip, str | os.PathLike):
+        return load_clip(clip, tower.features.sampling_rate)
+    if isinstance(clip, np.ndarray | list | tuple):
+        return clip
+    raise InputError(f"audio clip {index}: expected a WAV file path or an array of samples, found {type(clip).__name__}")
+
+
+def audio_tokens(model) -> tuple[str, str, str]:
+    """The tokenizer's (begin, placeholder, end) audio tokens, checked against config.json's ids."""
+    tok = model.tokenizer
+    names = [tok.named.get(name) for name in TOKEN_NAMES]
+    if None in names or any(tok.specials.get(t) is None for t in names):
+        missing = [n for n, t in zip(TOKEN_NAMES, names) if t is None or tok.specials.get(t) is None]
+        raise ConfigError(f"{tok.path}: the tokenizer has no audio tokens ({', '.join(missing)} missing from tokenizer_config.json)")
+    expected = model.config.tokens.get("audio_token_id")
+    if tok.specials[names[1]] != expected:
+        raise ConfigError(
+            f"{tok.path}: the tokenizer's audio token {names[1]!r} is id {tok.specials[names[1]]}, "
+            f"but config.json says audio_token_id={expected}"
+        )
+    return tuple(names)
+
+
+def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str]) -> str:
+    """Replace the i-th audio marker of `text` by begin + counts[i] placeholders + end."""
+    begin, marker, end = tokens
+    parts = text.split(marker)
+    if len(parts) == 1:  # no marker: the clips go first
+        parts = [""] * len(counts) + [text]
+    if len(parts) - 1 != len(counts):
+        raise InputError(f"prompt: {len(parts) - 1} {marker} markers, but {len(counts)} audio clips were given")
+    out = [parts[0]]
+    for n, rest in zip(counts, parts[1:]):
+        out += [begin + marker * int(n) + end, rest]
+    return "".join(out)
+
+
+def prompt_with_audio(model, text: str, clips, add_special_tokens: bool = True) -> tuple[np.ndarray, list]:
+    """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
+    token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
+    if model.audio is None:
+        raise InputError(f"audio: {model.path} has no audio tower (its config.json has no audio_config)")
+    clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray) else list(clips)
+    samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
+    names = [f"audio clip {i}" + (f" ({os.fspath(c)})" if isinstance(c, str | os.PathLike) else "") for i, c in enumerate(clips)]
+    features, mask = extract_features(samples, model.audio.features, names)
+    tokens = audio_tokens(model)
+    expanded = expand_audio_markers(text, subsampled_mask(mask).sum(axis=1), tokens)
+    ids = np.array(model.tokenizer.encode(expanded, add_special_tokens=add_special_tokens), dtype=np.int64)
+    soft = audio_soft_tokens(model.audio, features, mask)
+    return ids, [(model.config.tokens["audio_token_id"], "audio", soft)]
