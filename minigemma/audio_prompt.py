@@ -54,11 +54,12 @@ def audio_tokens(model) -> tuple[str, str, str]:
     return tuple(names)
 
 
-def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str]) -> str:
-    """Replace the i-th audio marker of `text` by begin + counts[i] placeholders + end."""
+def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str], unmarked_first: bool = True) -> str:
+    """Replace the i-th audio marker of `text` by begin + counts[i] placeholders + end.
+    `unmarked_first`: a text without markers gets the clips at its start."""
     begin, marker, end = tokens
     parts = text.split(marker)
-    if len(parts) == 1:  # no marker: the clips go first
+    if len(parts) == 1 and unmarked_first:  # no marker: the clips go first
         parts = [""] * len(counts) + [text]
     if len(parts) - 1 != len(counts):
         raise InputError(f"prompt: {len(parts) - 1} {marker} markers, but {len(counts)} audio clips were given")
@@ -68,17 +69,71 @@ def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str]) -> str
     return "".join(out)
 
 
-def prompt_with_audio(model, text: str, clips, add_special_tokens: bool = True) -> tuple[np.ndarray, list]:
-    """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
-    token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
+def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
+    """Clips (WAV paths or sample arrays) -> (soft tokens per clip, all soft tokens (n, hidden))."""
     if model.audio is None:
         raise InputError(f"audio: {model.path} has no audio tower (its config.json has no audio_config)")
     clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray) else list(clips)
     samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
     names = [f"audio clip {i}" + (f" ({os.fspath(c)})" if isinstance(c, str | os.PathLike) else "") for i, c in enumerate(clips)]
     features, mask = extract_features(samples, model.audio.features, names)
-    tokens = audio_tokens(model)
-    expanded = expand_audio_markers(text, subsampled_mask(mask).sum(axis=1), tokens)
+    counts = [int(n) for n in subsampled_mask(mask).sum(axis=1)]
+    return counts, audio_soft_tokens(model.audio, features, mask)
+
+
+def prompt_with_audio(model, text: str, clips, add_special_tokens: bool = True, unmarked_first: bool = True) -> tuple[np.ndarray, list]:
+    """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
+    token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
+    counts, soft = encode_clips(model, clips)
+    expanded = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
     ids = np.array(model.tokenizer.encode(expanded, add_special_tokens=add_special_tokens), dtype=np.int64)
-    soft = audio_soft_tokens(model.audio, features, mask)
     return ids, [(model.config.tokens["audio_token_id"], "audio", soft)]
+
+
+class ChatAudio:
+    """The clips of a conversation. Content items `{"type": "audio", "audio": PATH or samples}`
+    (or `"path"`) are heard when their turn arrives; their counts and soft tokens are kept, so
+    the history can be rendered again every turn and, when the KV cache starts over, fed again."""
+
+    def __init__(self, model, counts=(), tokens=()):
+        self.model = model
+        self.counts = list(counts)  # soft tokens per clip, in conversation order
+        self.tokens = list(tokens)  # (count, hidden) soft tokens per clip
+
+    def hear(self, content) -> ChatAudio:
+        """This conversation's clips and those of `content` (a message's content), as a new ChatAudio."""
+        items = [item for item in content if isinstance(item, dict) and item.get("type") == "audio"] if isinstance(content, list) else []
+        for i, item in enumerate(items):
+            if item.get("audio", item.get("path")) is None:
+                raise InputError(f"content item {i}: an audio item needs its clip under 'audio' or 'path'")
+        if not items:
+            return self
+        counts, tokens = encode_clips(self.model, [item.get("audio", item.get("path")) for item in items])
+        return ChatAudio(self.model, self.counts + counts, self.tokens + np.split(tokens, np.cumsum(counts)[:-1]))
+
+    def encode(self, messages, add_generation_prompt: bool, **switches) -> list[int]:
+        """The conversation's token ids: the chat template's text, audio markers expanded."""
+        text = self.model.tokenizer.render_chat(messages, add_generation_prompt, **switches)
+        if self.counts:
+            text = expand_audio_markers(text, self.counts, audio_tokens(self.model), unmarked_first=False)
+        return self.model.tokenizer.encode(text)
+
+    def soft(self, ids, start: int, end: int) -> list:
+        """Soft tokens for feeding ids[start:end]: the i-th placeholder of `ids` is row i of all clips' tokens."""
+        if not self.counts:
+            return []
+        placeholder = self.model.config.tokens["audio_token_id"]
+        ids = np.asarray(ids)
+        before, inside = int(np.sum(ids[:start] == placeholder)), int(np.sum(ids[start:end] == placeholder))
+        return [(placeholder, "audio", np.concatenate(self.tokens)[before : before + inside])] if inside else []
+
+
+def messages_with_audio(model, messages: list[dict]) -> tuple[np.ndarray, list] | None:
+    """Chat messages whose content has audio items -> (ids, soft tokens); None without any."""
+    audio = ChatAudio(model)
+    for message in messages:
+        audio = audio.hear(message.get("content"))
+    if not audio.counts:
+        return None
+    ids = audio.encode(messages, add_generation_prompt=True)
+    return np.array(ids, dtype=np.int64), audio.soft(ids, 0, len(ids))

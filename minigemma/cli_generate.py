@@ -128,11 +128,16 @@ def add_chat(sub) -> None:
     add_sampling_flags(p)
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
     p.add_argument("--think", action="store_true", help="let the model think first (the template's enable_thinking)")
+    p.add_argument("--audio", action="append", metavar="PATH", help="a WAV clip the first turn is about (repeatable)")
     p.set_defaults(run=run_chat)
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here."""
+    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here,
+    to the first turn only (they are taken out of `args`)."""
+    clips, args.audio = getattr(args, "audio", None), None
+    if clips:
+        return [*({"type": "audio", "path": path} for path in clips), {"type": "text", "text": text}]
     return text
 
 

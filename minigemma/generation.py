@@ -92,19 +92,22 @@ def check_prompt_fits(model, n: int) -> None:
 
 
 def media_prompt(model, prompt, audio) -> tuple[np.ndarray, bool, list]:
-    """(ids, as_text, soft tokens): `prompt_ids`, with the audio clips placed at the prompt's
-    `<|audio|>` markers (a str prompt, or messages whose content has {"type": "audio"} items)."""
-    if audio is None or isinstance(audio, list | tuple) and len(audio) == 0:
-        return *prompt_ids(model, prompt), []
-    from .audio_prompt import prompt_with_audio
+    """(ids, as_text, soft tokens): `prompt_ids`, plus audio. A str prompt takes its clips from
+    `audio`, placed at its `<|audio|>` markers; chat messages carry theirs in their content's
+    {"type": "audio", "audio": ...} items (`audio_prompt.py`)."""
+    from .audio_prompt import messages_with_audio, prompt_with_audio
 
-    if isinstance(prompt, str):
+    if isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
+        if audio is not None:
+            raise InputError("audio: with chat messages, give each clip in its message as {'type': 'audio', 'audio': PATH}")
+        if (found := messages_with_audio(model, list(prompt))) is not None:
+            return found[0], True, found[1]
+    elif audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
         ids, soft = prompt_with_audio(model, prompt, audio)
-    elif isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
-        ids, soft = prompt_with_audio(model, model.tokenizer.render_chat(list(prompt)), audio, add_special_tokens=False)
-    else:
-        raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
-    return ids, True, soft
+        return ids, True, soft
+    return *prompt_ids(model, prompt), []
 
 
 def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio=None):

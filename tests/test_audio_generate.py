@@ -118,6 +118,13 @@ def test_generate_api_with_clips_as_paths_or_samples(checkpoint):
     expected_text = model.tokenizer.decode([t for t in expected_new if t not in stops])
     assert model.generate(PROMPT, max_new_tokens=NEW_TOKENS, temperature=0, audio=paths) == expected_text
     assert "".join(model.stream(PROMPT, max_new_tokens=NEW_TOKENS, temperature=0, audio=clips)) == expected_text
+    # chat messages carry their clips in audio items
+    messages = [{"role": "user", "content": [{"type": "audio", "path": paths[0]}, {"type": "text", "text": "Hear"}]}]
+    rendered = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[rendered], audio=clips[:1], return_tensors="np", add_special_tokens=False)
+    expected_new, _ = reference_greedy(ref, inputs, stops, NEW_TOKENS)
+    expected_text = model.tokenizer.decode([t for t in expected_new if t not in stops])
+    assert model.generate(messages, max_new_tokens=NEW_TOKENS, temperature=0) == expected_text
     # no marker: the clips go in front, as if the prompt began with one marker per clip
     unmarked = model.generate(" and then  please", max_new_tokens=4, temperature=0, audio=paths)
     assert unmarked == model.generate("<|audio|><|audio|> and then  please", max_new_tokens=4, temperature=0, audio=paths)
@@ -170,3 +177,39 @@ def test_audio_to_a_checkpoint_without_audio_tower(checkpoint, tmp_path):
     write_bpe_tokenizer(str(tmp_path))
     r = run("generate", "hi", "--model", str(tmp_path), "--audio", paths[0])
     assert r.returncode == 2 and "has no audio tower" in r.stderr.strip().splitlines()[-1]
+
+
+def test_chat_turns_with_audio_match_reference_generate(checkpoint):
+    """Two turns, a clip in each: every turn's whole token sequence (the history's clips
+    expanded again, the cache reused) equals the reference processor's prompt for the rendered
+    conversation followed by the reference's greedy reply."""
+    from minigemma.chat import Conversation
+
+    d, ref, processor, clips, paths = checkpoint
+    model = minigemma.load(d)
+    stops = stop_token_ids(model)
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS)
+    turns = [("Hear this", paths[0]), ("and now this", paths[1])]
+    for i, (text, path) in enumerate(turns):
+        list(chat.reply([{"type": "audio", "path": path}, {"type": "text", "text": text}]))
+        rendered = processor.tokenizer.apply_chat_template(chat.messages[:-1], tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[rendered], audio=clips[: i + 1], return_tensors="np", add_special_tokens=False)  # as apply_chat_template does
+        new, _ = reference_greedy(ref, inputs, stops, NEW_TOKENS)
+        assert chat.cached == [*inputs["input_ids"][0], *new[:-1]]  # the last token is sampled, never fed
+    assert chat.last.prompt_tokens - chat.last.prefilled > 0  # turn 2 reused turn 1's cache, clip included
+
+
+def test_cli_chat_with_audio(checkpoint):
+    """`chat --audio` hears the clip in the first turn: the reply is the one the API gives."""
+    from minigemma.chat import ANSWER, Conversation
+
+    d, _, _, _, paths = checkpoint
+    model = minigemma.load(d)
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS)
+    first = "".join(p for c, p in chat.reply([{"type": "audio", "path": paths[0]}, {"type": "text", "text": "Hear this"}]) if c == ANSWER)
+    second = "".join(p for c, p in chat.reply("again") if c == ANSWER)
+    r = subprocess.run([sys.executable, "-m", "minigemma", "chat", "--model", d, "--audio", paths[0], "--temperature", "0",
+                        "--max-new-tokens", str(NEW_TOKENS)], input="Hear this\nagain\n", capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{first}\n{second}\n"
