@@ -51,6 +51,13 @@ def hidden_states(data, d: int, label: str = "seq"):
     return x, padded_mask(data, batch, seq)
 
 
+def features_and_mask(data, mels: int, max_frames: int):
+    """Random log-mel-like features (batch, frames, mels) with a padded frame mask."""
+    batch, frames = data.draw(st.integers(1, 3), label="batch"), data.draw(st.integers(1, max_frames), label="frames")
+    mask = padded_mask(data, batch, frames)
+    return np.random.default_rng(frames).standard_normal((batch, frames, mels)).astype(np.float32), mask
+
+
 def setup(drawn, data):
     kwargs, mels = drawn
     seed = data.draw(st.integers(0, 2**16), label="seed")
@@ -75,9 +82,7 @@ def test_clipped_linear_matches_reference_and_clips(drawn, data):
 @given(drawn=audio_config_kwargs(), data=st.data())
 def test_subsampling_matches_reference(drawn, data):
     model, cfg, ckpt, mels = setup(drawn, data)
-    batch, frames = data.draw(st.integers(1, 3), label="batch"), data.draw(st.integers(1, 45), label="frames")
-    mask = padded_mask(data, batch, frames)
-    features = np.random.default_rng(frames).standard_normal((batch, frames, mels)).astype(np.float32)
+    features, mask = features_and_mask(data, mels, max_frames=45)
     with torch.no_grad():
         ref, ref_mask = model.subsample_conv_projection(torch.tensor(features), torch.tensor(mask))
     got, got_mask = subsample(features, mask, load_subsample(ckpt, "tower.subsample_conv_projection", cfg), cfg)
@@ -137,10 +142,8 @@ def test_conformer_layer_matches_reference(drawn, data):
 @given(drawn=audio_config_kwargs(), data=st.data())
 def test_audio_tower_matches_reference(drawn, data):
     model, cfg, ckpt, mels = setup(drawn, data)
-    batch, frames = data.draw(st.integers(1, 3), label="batch"), data.draw(st.integers(1, 60), label="frames")
-    mask = padded_mask(data, batch, frames)
     # padding frames hold garbage, not zeros: the tower must ignore them by itself
-    features = np.random.default_rng(frames).standard_normal((batch, frames, mels)).astype(np.float32)
+    features, mask = features_and_mask(data, mels, max_frames=60)
     with torch.no_grad():
         out = model(torch.tensor(features), torch.tensor(mask))
     got, got_mask = audio_forward(features, mask, load_audio(ckpt, "tower", cfg), cfg)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from audio_reference import reference_audio_text_model, write_wav
+from test_generate_reference import our_steps
 from tokenizer_fixtures import write_bpe_tokenizer
 from transformers import AutoTokenizer, Gemma4AudioFeatureExtractor, Gemma4Processor
 
 import minigemma
 from minigemma.audio_prompt import prompt_with_audio
-from minigemma.generation import generate_ids, stop_token_ids
+from minigemma.generation import stop_token_ids
 from minigemma.sampling import Sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,16 +97,8 @@ def test_prompt_ids_and_greedy_generation_match_the_reference(checkpoint):
     stops = stop_token_ids(model)
     expected_new, expected_logits = reference_greedy(ref, inputs, stops, NEW_TOKENS)
 
-    logits, extend = [], model.extend
-
-    def recording(step_ids, cache, soft=()):
-        out = extend(step_ids, cache, soft)
-        logits.append(out[-1])
-        return out
-
-    model.extend = recording
-    new = list(generate_ids(model, ids, Sampling(temperature=0.0), NEW_TOKENS, stops, soft=soft))
-    np.testing.assert_allclose(np.stack(logits), expected_logits, **TOL)
+    new, logits = our_steps(model, ids, NEW_TOKENS, stops, soft)
+    np.testing.assert_allclose(logits, expected_logits, **TOL)
     np.testing.assert_array_equal(new, expected_new)
 
 
