@@ -206,3 +206,9 @@ def test_cli_chat_with_audio(checkpoint):
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{first}\n{second}\n"
+
+
+def test_info_describes_the_audio_tower(checkpoint):
+    r = run("info", "--model", checkpoint[0])
+    assert r.returncode == 0, r.stderr
+    assert "audio:       conformer 2 layers x 16, 2 heads, chunks of 5 (+3 left, +1 right), clipped linears; 8 mel bins, 40 ms per soft token" in r.stdout
