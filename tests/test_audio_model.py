@@ -128,3 +128,18 @@ def test_audio_to_a_model_without_audio_tower(tmp_path):
     reference_text_model(SMALL_TEXT, "conditional", seed=1).save_pretrained(tmp_path)
     with pytest.raises(InputError, match="input_features: this checkpoint has no audio tower"):
         minigemma.load(tmp_path).forward([1, 2, 3], input_features=np.zeros((1, 8, 8)), input_features_mask=np.ones((1, 8), bool))
+
+
+def test_bf16_checkpoint_with_audio(tmp_path):
+    """Published checkpoints are bf16, clip bounds (0-d tensors) included: read from the raw bits,
+    the model equals the reference loading the same file in float32."""
+    from transformers import Gemma4ForConditionalGeneration
+
+    reference_audio_text_model(SMALL_TEXT, SMALL_AUDIO, seed=5).to(torch.bfloat16).save_pretrained(tmp_path)
+    ref = Gemma4ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager").eval()
+    rng = np.random.default_rng(5)
+    f = Gemma4AudioFeatureExtractor(feature_size=8)([rng.uniform(-1, 1, 3000).astype(np.float32)], return_tensors="np")
+    ids = audio_prompt(rng, 97, subsampled_mask(f["input_features_mask"]).sum(axis=1))
+    expected = reference_logits_with_audio(ref, ids, f["input_features"], f["input_features_mask"])[0]
+    got = minigemma.load(tmp_path).forward(ids, input_features=f["input_features"], input_features_mask=f["input_features_mask"])
+    np.testing.assert_allclose(got, expected, **TOL)
