@@ -91,15 +91,19 @@ def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos
     return k, v
 
 
-def attention_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None, causal: bool = True) -> np.ndarray:
+def attention_mask(
+    q_pos: np.ndarray, k_pos: np.ndarray, window: int | None, causal: bool = True, same_block: np.ndarray | None = None
+) -> np.ndarray:
     """Which keys each query may see, from their absolute positions: bool (q_len, k_len).
 
     Causal: keys at or before the query. Sliding window: also fewer than `window` positions back,
     so a query sees itself and the `window - 1` tokens before it. Bidirectional (`causal=False`):
-    everything, or, with a window, keys at most `window` positions away on either side."""
+    everything, or, with a window, keys at most `window` positions away on either side.
+    `same_block` (q_len, k_len): pairs that see each other both ways though causal (tokens of
+    one image), still within the window."""
     dist = q_pos[:, None] - k_pos[None, :]  # (q_len, k_len): how far back each key lies
     if causal:
-        visible = dist >= 0
+        visible = dist >= 0 if same_block is None else (dist >= 0) | same_block
         return visible & (dist < window) if window is not None else visible
     if window is None:
         return np.ones(dist.shape, dtype=bool)

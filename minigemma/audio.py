@@ -38,7 +38,7 @@ from .audio_config import AudioConfig, audio_config_from_dict
 from .audio_features import FeatureConfig, load_feature_config
 from .audio_subsample import SubsampleWeights, load_subsample, subsample
 from .checkpoint import TensorSource
-from .clipped_linear import ClippedLinearWeights, clamp, clipped_linear, load_clipped_linear
+from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
 from .errors import ConfigError, InputError
 from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
 from .norm import rms_norm
@@ -137,7 +137,7 @@ def load_audio(ckpt: TensorSource, prefix: str, cfg: AudioConfig) -> AudioWeight
 
 def clip_activations(x: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     limit = np.float32(min(cfg.gradient_clipping, FLOAT32_MAX))
-    return clamp(x, -limit, limit)
+    return np.clip(x, -limit, limit)
 
 
 def feed_forward(x: np.ndarray, w: FeedForwardWeights, cfg: AudioConfig) -> np.ndarray:

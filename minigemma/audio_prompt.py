@@ -69,24 +69,30 @@ def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str], unmark
     return "".join(out)
 
 
-def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
-    """Clips (WAV paths or sample arrays) -> (soft tokens per clip, all soft tokens (n, hidden))."""
+def clip_features(model, clips) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Clips (WAV paths or sample arrays) -> (features, feature mask, soft tokens per clip)."""
     if model.audio is None:
         raise InputError(f"audio: {model.path} has no audio tower (its config.json has no audio_config)")
     clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray) else list(clips)
     samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
     names = [f"audio clip {i}" + (f" ({os.fspath(c)})" if isinstance(c, str | os.PathLike) else "") for i, c in enumerate(clips)]
     features, mask = extract_features(samples, model.audio.features, names)
-    counts = [int(n) for n in subsampled_mask(mask).sum(axis=1)]
+    return features, mask, [int(n) for n in subsampled_mask(mask).sum(axis=1)]
+
+
+def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
+    """Clips -> (soft tokens per clip, all soft tokens (n, hidden))."""
+    features, mask, counts = clip_features(model, clips)
     return counts, audio_soft_tokens(model.audio, features, mask)
 
 
 def prompt_with_audio(model, text: str, clips, add_special_tokens: bool = True, unmarked_first: bool = True) -> tuple[np.ndarray, list]:
     """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
     token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
-    counts, soft = encode_clips(model, clips)
+    features, mask, counts = clip_features(model, clips)
     expanded = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
     ids = np.array(model.tokenizer.encode(expanded, add_special_tokens=add_special_tokens), dtype=np.int64)
+    soft = audio_soft_tokens(model.audio, features, mask)  # the tower runs once the prompt is known to be right
     return ids, [(model.config.tokens["audio_token_id"], "audio", soft)]
 
 
@@ -127,13 +133,3 @@ class ChatAudio:
         before, inside = int(np.sum(ids[:start] == placeholder)), int(np.sum(ids[start:end] == placeholder))
         return [(placeholder, "audio", np.concatenate(self.tokens)[before : before + inside])] if inside else []
 
-
-def messages_with_audio(model, messages: list[dict]) -> tuple[np.ndarray, list] | None:
-    """Chat messages whose content has audio items -> (ids, soft tokens); None without any."""
-    audio = ChatAudio(model)
-    for message in messages:
-        audio = audio.hear(message.get("content"))
-    if not audio.counts:
-        return None
-    ids = audio.encode(messages, add_generation_prompt=True)
-    return np.array(ids, dtype=np.int64), audio.soft(ids, 0, len(ids))

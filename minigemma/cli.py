@@ -70,7 +70,7 @@ def describe(model) -> list[str]:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
     if model.audio is not None:
         lines.append(describe_audio(model.audio))
-    resident, mapped = memory_bytes((model.weights, model.audio))
+    resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
     lines.append(f"memory:      {resident / 2**20:.1f} MiB resident, {mapped / 2**20:.1f} MiB memory-mapped")
     return lines
 

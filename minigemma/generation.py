@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .errors import InputError
+from .media_prompt import prompt_with_media
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
 from .tokenizer import TextStream, has_tokenizer
 
@@ -91,46 +92,33 @@ def check_prompt_fits(model, n: int) -> None:
         raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
 
 
-def media_prompt(model, prompt, audio) -> tuple[np.ndarray, bool, list]:
-    """(ids, as_text, soft tokens): `prompt_ids`, plus audio. A str prompt takes its clips from
-    `audio`, placed at its `<|audio|>` markers; chat messages carry theirs in their content's
-    {"type": "audio", "audio": ...} items (`audio_prompt.py`)."""
-    from .audio_prompt import messages_with_audio, prompt_with_audio
-
-    if isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
-        if audio is not None:
-            raise InputError("audio: with chat messages, give each clip in its message as {'type': 'audio', 'audio': PATH}")
-        if (found := messages_with_audio(model, list(prompt))) is not None:
-            return found[0], True, found[1]
-    elif audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
-        if not isinstance(prompt, str):
-            raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
-        ids, soft = prompt_with_audio(model, prompt, audio)
-        return ids, True, soft
-    return *prompt_ids(model, prompt), []
-
-
-def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio=None):
+def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None,
+           audio=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    ids, as_text, soft = media_prompt(model, prompt, audio)
+    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
-    return ids, as_text, soft, sampling, stop_token_ids(model)
+    return ids, as_text, sampling, stop_token_ids(model), soft
 
 
-def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
+def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+             max_soft_tokens=None, audio=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
-    ids, as_text, soft, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+    ids, as_text, sampling, stops, soft = _setup(
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio
+    )
     new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
     if not as_text:
         return new
     return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
 
 
-def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, audio=None) -> Iterator[str]:
+def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+           max_soft_tokens=None, audio=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
-    ids, _, soft, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+    ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
+                                           max_soft_tokens, audio)
     return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
 
 

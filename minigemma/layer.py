@@ -32,6 +32,7 @@ from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
+from .multimodal import same_block
 from .norm import rms_norm
 from .ops import activation
 from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
@@ -80,13 +81,16 @@ class ForwardContext:
     positions: absolute position of each input token (seq,); rope: (cos, sin) per layer type;
     shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
-    tap: called with (name, array) at every named step, for traces."""
+    tap: called with (name, array) at every named step, for traces;
+    blocks: image block id of each absolute position (-1 text), for the bidirectional attention
+    inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks."""
 
     positions: np.ndarray
     rope: dict
     shared_kv: dict = field(default_factory=dict)
     cache: list | None = None
     tap: object = _no_tap
+    blocks: np.ndarray | None = None
 
 
 def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap):
@@ -107,7 +111,8 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
         tap("v", v)
     tap("q", q)
     window = cfg.attention_window if spec.is_sliding else None
-    mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal)  # (seq, k_len)
+    both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
+    mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal, both_ways)  # (seq, k_len)
     out = output_projection(attend(q, k, v, mask), w)
     tap("out", out)
     return out

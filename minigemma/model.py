@@ -22,8 +22,17 @@ from .cache import KVCache, new_cache
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
-from .multimodal import merge_soft_tokens, placeholder_ids
+from .multimodal import (
+    TEXT_BLOCK,
+    check_placeholders,
+    check_token_types,
+    image_blocks,
+    merge_soft_tokens,
+    placeholder_ids,
+)
 from .text import TextWeights, embed_tokens, load_text, text_forward
+from .image import DEFAULT_SOFT_TOKENS
+from .vision import encode_images, load_vision_tower
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
 HEAD_NAME = "lm_head.weight"
@@ -31,7 +40,6 @@ HEAD_NAME = "lm_head.weight"
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
-    re.compile(r"^model\.(vision_tower|embed_vision)\..*"),
 )
 
 
@@ -68,6 +76,9 @@ class Model:
         ids = check_token_ids(input_ids, self.config.text.vocab_size)
         batch = ids if ids.ndim == 2 else ids[None]
         soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
 
@@ -75,7 +86,10 @@ class Model:
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
-            raise InputError("pixel_values: this checkpoint has no vision tower")
+            if self.vision is None:
+                raise InputError("pixel_values: this checkpoint has no vision tower")
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
             if self.audio is None:
                 raise InputError("input_features: this checkpoint has no audio tower")
@@ -98,7 +112,14 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap)
+        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, blocks=self.blocks(ids))
+
+    def blocks(self, ids: np.ndarray, start: int = 0) -> np.ndarray | None:
+        """Image block of each absolute position up to those of `ids` (which start at `start`), for
+        the bidirectional attention inside images; None unless the config asks for it ("vision")."""
+        if self.config.text.use_bidirectional_attention != "vision" or "image_token_id" not in self.config.tokens:
+            return None
+        return np.concatenate([np.full(start, TEXT_BLOCK), image_blocks(ids, self.config.tokens["image_token_id"])])
 
     # ------------------------------------------------------------------ incremental decoding
 
@@ -121,7 +142,8 @@ class Model:
             )
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers)
+        blocks = self.blocks(ids, cache.length)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks)
         cache.length = end
         return logits
 
@@ -134,18 +156,24 @@ class Model:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
 
-    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
+    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
         arguments take the checkpoint's `generation_config.json` values (greedy without one).
-        `audio`: clips (WAV paths or 1-D sample arrays), placed at the prompt's `<|audio|>`
-        markers in order (no marker: at its start); see `audio_prompt.py`."""
-        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+        `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
+        prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens.
+        `audio`: clips (WAV paths or 1-D sample arrays), one per `<|audio|>` mark of the prompt
+        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
+                                   audio)
 
-    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None, audio=None):
+    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
-        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, audio)
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
+                                 audio)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -204,9 +232,10 @@ def load(path: str | os.PathLike | None = None) -> Model:
     ckpt = Checkpoint(path)
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path, audio=audio)
+    return Model(config, weights, path, vision=vision, audio=audio)
 
 
 def default_model_path() -> str:

@@ -80,12 +80,14 @@ def text_forward(
     positions: np.ndarray,
     cache=None,
     tap=None,
+    blocks=None,
 ) -> np.ndarray:
     """Run the decoder stack on scaled embeddings (seq, hidden); returns logits (seq, vocab).
 
     `ple_ids`: the token ids whose PLE table rows to use (multimodal placeholders pass the pad id);
-    `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None."""
-    ctx = ForwardContext(positions=positions, rope=rope_for_positions(positions, cfg), cache=cache)
+    `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None; `blocks`: image
+    block id per absolute position, for bidirectional attention inside images (or None)."""
+    ctx = ForwardContext(positions=positions, rope=rope_for_positions(positions, cfg), cache=cache, blocks=blocks)
     if tap is not None:
         ctx.tap = tap
     ctx.tap("embed", embeds)

@@ -44,7 +44,7 @@ def reference_generate(ref, ids, max_new_tokens, eos=None):
 
 def our_steps(model, ids, max_new_tokens, stop=frozenset(), soft=()):
     """Our greedy generation with the logits of each step, recorded through `extend`; `soft`: the
-    prompt's soft tokens (images, audio)."""
+    prompt's image/audio soft tokens."""
     logits, extend = [], model.extend
 
     def recording(step_ids, cache, soft=()):
