@@ -24,18 +24,25 @@ from .audio import AudioTower, audio_soft_tokens
 from .audio_features import extract_features
 from .audio_subsample import subsampled_mask
 from .errors import ConfigError, InputError
-from .wav import load_clip
+from .wav import WavClip, read_clip, resample
 
 TOKEN_NAMES = ("boa_token", "audio_token", "eoa_token")  # tokenizer_config.json: begin, placeholder, end
 
 
 def clip_samples(clip, index: int, tower: AudioTower) -> np.ndarray:
-    """A clip given as a WAV path (read and resampled) or as samples at the extractor's rate."""
+    """A clip given as a WAV path or `WavClip` (resampled to the extractor's rate) or as samples
+    at that rate already."""
     if isinstance(clip, str | os.PathLike):
-        return load_clip(clip, tower.features.sampling_rate)
+        clip = read_clip(clip)
+    if isinstance(clip, WavClip):
+        return resample(clip.samples, clip.rate, tower.features.sampling_rate)
     if isinstance(clip, np.ndarray | list | tuple):
         return clip
     raise InputError(f"audio clip {index}: expected a WAV file path or an array of samples, found {type(clip).__name__}")
+
+
+def clip_path(clip) -> str | None:
+    return os.fspath(clip) if isinstance(clip, str | os.PathLike) else clip.path if isinstance(clip, WavClip) else None
 
 
 def audio_tokens(model) -> tuple[str, str, str]:
@@ -73,9 +80,9 @@ def clip_features(model, clips) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Clips (WAV paths or sample arrays) -> (features, feature mask, soft tokens per clip)."""
     if model.audio is None:
         raise InputError(f"audio: {model.path} has no audio tower (its config.json has no audio_config)")
-    clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray) else list(clips)
+    clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray | WavClip) else list(clips)
     samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
-    names = [f"audio clip {i}" + (f" ({os.fspath(c)})" if isinstance(c, str | os.PathLike) else "") for i, c in enumerate(clips)]
+    names = [f"audio clip {i}" + (f" ({clip_path(c)})" if clip_path(c) else "") for i, c in enumerate(clips)]
     features, mask = extract_features(samples, model.audio.features, names)
     return features, mask, [int(n) for n in subsampled_mask(mask).sum(axis=1)]
 
@@ -111,7 +118,7 @@ class ChatAudio:
         items = [item for item in content if isinstance(item, dict) and item.get("type") == "audio"] if isinstance(content, list) else []
         for i, item in enumerate(items):
             if item.get("audio", item.get("path")) is None:
-                raise InputError(f"content item {i}: an audio item needs its clip under 'audio' or 'path'")
+                raise InputError(f"audio item {i} of a message: expected its clip under 'audio' or 'path', found {item!r}")
         if not items:
             return self
         counts, tokens = encode_clips(self.model, [item.get("audio", item.get("path")) for item in items])

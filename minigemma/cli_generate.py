@@ -76,7 +76,7 @@ def add_generate(sub) -> None:
     add_model_flag(p)
     add_sampling_flags(p)
     add_image_flags(p)
-    p.add_argument("--audio", action="append", metavar="PATH",
+    p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip to hear (repeatable); placed at the prompt's <|audio|> markers in order, "
                    "or before the prompt when it has none")
     p.set_defaults(run=run_generate)
@@ -95,6 +95,16 @@ def image_file(path: str):
 
     try:
         return load_image(path)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def audio_file(path: str):
+    """Read an --audio WAV now, before the model loads; an unreadable file is a one-line error."""
+    from .wav import read_clip
+
+    try:
+        return read_clip(path)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -151,7 +161,8 @@ def add_chat(sub) -> None:
     add_sampling_flags(p)
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
     p.add_argument("--think", action="store_true", help="let the model think first (the template's enable_thinking)")
-    p.add_argument("--audio", action="append", metavar="PATH", help="a WAV clip the first turn is about (repeatable)")
+    p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
+                   help="a WAV clip the first turn is about (repeatable)")
     p.set_defaults(run=run_chat)
 
 
@@ -160,7 +171,7 @@ def user_content(text: str, args):
     to the first turn only (they are taken out of `args`)."""
     clips, args.audio = getattr(args, "audio", None), None
     if clips:
-        return [*({"type": "audio", "path": path} for path in clips), {"type": "text", "text": text}]
+        return [*({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
     return text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import wave
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,3 +97,16 @@ def load_clip(path: str | os.PathLike, rate: int) -> np.ndarray:
     """A WAV file as mono float32 samples at `rate` Hz: what `extract_features` reads."""
     samples, file_rate = read_wav(path)
     return resample(samples, file_rate, rate)
+
+
+@dataclass(frozen=True)
+class WavClip:
+    """A WAV file read but not yet resampled (the rate it needs is the model's)."""
+
+    path: str
+    samples: np.ndarray  # (n,) float32 mono
+    rate: int
+
+
+def read_clip(path: str | os.PathLike) -> WavClip:
+    return WavClip(os.fspath(path), *read_wav(path))

@@ -144,18 +144,19 @@ def test_cli_audio_errors_are_one_line(checkpoint, tmp_path):
     write_wav(short, np.zeros(100))
     float_wav = tmp_path / "float.wav"
     float_wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x03\x00\x01\x00\x80\x3e\x00\x00\x00\xfa\x00\x00\x04\x00\x20\x00data\x00\x00\x00\x00")
-    cases = [
-        (["--audio", str(tmp_path / "missing.wav")], "missing.wav: cannot read"),
-        (["--audio", str(short)], "audio clip 0 (" + str(short) + "): 100 samples (6.2 ms) is too short"),
-        (["--audio", str(float_wav)], "float.wav: not an integer PCM WAV file (unknown format: 3)"),
-        (["--audio", paths[0]], "prompt: 2 <|audio|> markers, but 1 audio clips were given"),  # more markers than clips
-        (["--audio", paths[0]] * 3, "prompt: 2 <|audio|> markers, but 3 audio clips were given"),
+    cases = [  # (flags, message, whether the file is refused before the model loads)
+        (["--audio", str(tmp_path / "missing.wav")], "missing.wav: cannot read", True),
+        (["--audio", str(float_wav)], "float.wav: not an integer PCM WAV file (unknown format: 3)", True),
+        (["--audio", str(short)], "audio clip 0 (" + str(short) + "): 100 samples (6.2 ms) is too short", False),
+        (["--audio", paths[0]], "prompt: 2 <|audio|> markers, but 1 audio clips were given", False),  # more markers than clips
+        (["--audio", paths[0]] * 3, "prompt: 2 <|audio|> markers, but 3 audio clips were given", False),
     ]
-    for flags, message in cases:
+    for flags, message, early in cases:
         r = run("generate", PROMPT, "--model", d, *flags)
         assert r.returncode == 2 and r.stdout == "", r.stderr
-        lines = r.stderr.strip().splitlines()
-        assert message in lines[-1] and lines[-1].startswith("minigemma: error:") and "Traceback" not in r.stderr
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr, r.stderr
+        assert ("loaded" in r.stderr) != early
 
 
 def test_audio_to_a_checkpoint_without_audio_tower(checkpoint, tmp_path):
