@@ -27,17 +27,20 @@ from minigemma.audio_config import audio_config_from_dict
 
 
 @st.composite
-def audio_config_kwargs(draw, max_layers: int = 2):
-    """(kwargs for a small Gemma4AudioConfig, mel bins its subsampling accepts)."""
+def audio_config_kwargs(draw, max_layers: int = 2, clamps=(1e10, 2.0, 0.5)):
+    """(kwargs for a small Gemma4AudioConfig, mel bins its subsampling accepts); `clamps`: the
+    activation clamps (`gradient_clipping`) to draw from."""
     heads = draw(st.sampled_from([1, 2, 4]))
-    head_dim = draw(st.sampled_from([4, 8]))  # 2-wide norms amplify float32 rounding past 1e-5
+    # norms over fewer than 8 values amplify float32 rounding (the reference moves by 1e-4 when its
+    # input moves by one ulp at width 4 with activation clamps of 0.5)
+    head_dim = draw(st.sampled_from([8] if heads == 1 else [4, 8]))
     c0 = draw(st.sampled_from([4, 8, 12]))
     kw = dict(
         hidden_size=heads * head_dim,
         num_hidden_layers=draw(st.integers(1, max_layers)),
         num_attention_heads=heads,
         hidden_act=draw(st.sampled_from(["silu", "gelu_pytorch_tanh", "relu"])),
-        subsampling_conv_channels=[c0, draw(st.integers(1, 4))],
+        subsampling_conv_channels=[c0, draw(st.sampled_from([4, 8]))],  # LayerNorm over 1-3 channels is ill-conditioned
         conv_kernel_size=draw(st.integers(1, 5)),
         residual_weight=draw(st.sampled_from([0.5, 0.3, 1.25])),
         attention_chunk_size=draw(st.integers(1, 6)),
@@ -47,7 +50,7 @@ def audio_config_kwargs(draw, max_layers: int = 2):
         attention_invalid_logits_value=draw(st.sampled_from([-1e9, -3.0])),
         use_clipped_linears=draw(st.booleans()),
         rms_norm_eps=draw(st.sampled_from([1e-6, 1e-2])),
-        gradient_clipping=draw(st.sampled_from([1e10, 2.0, 0.5])),
+        gradient_clipping=draw(st.sampled_from(clamps)),
         output_proj_dims=draw(st.sampled_from([6, 12])),
     )
     # the projection expects c0 // 4 frequencies after two halvings: 4 * (c0 // 4) - 3 ... 4 * (c0 // 4)

@@ -140,7 +140,10 @@ def test_conformer_layer_matches_reference(drawn, data):
     np.testing.assert_allclose(got, to_np(expected), **MODEL_TOL)
 
 
-@given(drawn=audio_config_kwargs(), data=st.data())
+# Clamps of 0.5 are left to the piece and layer tests: through a whole tower, every RMSNorm of
+# clamped (small) values scales rounding up, and the reference itself then moves by ~30x what its
+# input moved, layer after layer.
+@given(drawn=audio_config_kwargs(clamps=(1e10, 2.0)), data=st.data())
 def test_audio_tower_matches_reference(drawn, data):
     model, cfg, ckpt, mels = setup(drawn, data)
     # padding frames hold garbage, not zeros: the tower must ignore them by itself
@@ -149,7 +152,9 @@ def test_audio_tower_matches_reference(drawn, data):
         out = model(torch.tensor(features), torch.tensor(mask))
     got, got_mask = audio_forward(features, mask, load_audio(ckpt, "tower", cfg), cfg)
     np.testing.assert_array_equal(got_mask, out.attention_mask.numpy())
-    np.testing.assert_allclose(got, to_np(out.last_hidden_state), **MODEL_TOL)
+    # the frames that become soft tokens; padding frames are dropped (there, with every input
+    # zeroed, tight clamps and RMSNorms of near-zero vectors magnify rounding without bound)
+    np.testing.assert_allclose(got[got_mask], to_np(out.last_hidden_state)[got_mask], **MODEL_TOL)
 
 
 def test_every_clip_bound_bites_and_the_tower_still_matches():
