@@ -7,7 +7,8 @@ What Gemma 4 does differently from a textbook transformer:
   fewer KV heads (`global_head_dim`, `num_global_key_value_heads`).
 * **q/k/v norms**: queries and keys go through an RMSNorm with a learned scale, values through one
   without; so the scores are already well scaled and the usual `1/sqrt(head_dim)` is *not* applied
-  (scaling 1.0).
+  (scaling 1.0). Gemma 3, with no value norm, still scales the scores, by
+  `query_pre_attn_scalar ** -0.5` (`TextConfig.attention_scaling`, applied to the queries).
 * **sliding-window vs global**: a sliding layer's query sees only the last `sliding_window` keys
   (itself included); a global layer sees the whole causal past.
 * **`attention_k_eq_v`**: on global layers of the larger models, values are the key projection
@@ -28,9 +29,8 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
-from .norm import rms_norm
+from .norm import norm_weight, rms_norm
 from .ops import linear, softmax
-from .rope import apply_rope
 
 ATTENTION_SCALING = 1.0  # q/k norms make the usual 1/sqrt(head_dim) unnecessary
 
@@ -61,11 +61,11 @@ def load_attention(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConf
     own_v = own_kv and not spec.k_eq_v
     return AttentionWeights(
         q_proj=get("q_proj.weight", (q_out, h)),
-        q_norm=get("q_norm.weight", (d,)),
+        q_norm=norm_weight(get("q_norm.weight", (d,)), cfg.norm_offset),
         o_proj=get("o_proj.weight", (h, q_out)),
         k_proj=get("k_proj.weight", (kv_out, h)) if own_kv else None,
         v_proj=get("v_proj.weight", (kv_out, h)) if own_v else None,
-        k_norm=get("k_norm.weight", (d,)) if own_kv else None,
+        k_norm=norm_weight(get("k_norm.weight", (d,)), cfg.norm_offset) if own_kv else None,
         q_bias=get("q_proj.bias", (q_out,)) if bias else None,
         k_bias=get("k_proj.bias", (kv_out,)) if bias and own_kv else None,
         v_bias=get("v_proj.bias", (kv_out,)) if bias and own_v else None,
@@ -73,22 +73,24 @@ def load_attention(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConf
     )
 
 
-def project_queries(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin) -> np.ndarray:
-    """Queries: project, RMSNorm per head, rotate. (seq, hidden) -> (seq, heads, head_dim)."""
+def project_queries(x, w: AttentionWeights, spec: LayerSpec, eps: float) -> np.ndarray:
+    """Queries: project, RMSNorm per head. (seq, hidden) -> (seq, heads, head_dim).
+
+    RoPE is applied by the caller: the normed, not yet rotated queries are what the reference's
+    `q_norm` module outputs, so a trace can name them."""
     q = linear(x, w.q_proj, w.q_bias).reshape(x.shape[0], -1, spec.head_dim)
-    return apply_rope(rms_norm(q, w.q_norm, eps), cos, sin)
+    return rms_norm(q, w.q_norm, eps)
 
 
-def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin):
+def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, value_norm: bool = True):
     """Keys and values of this layer's own tokens: (seq, kv_heads, head_dim) each.
 
-    Keys: project, RMSNorm with scale, rotate. Values: project (or reuse the raw key projection
-    when k_eq_v), RMSNorm *without* scale, no rotation."""
+    Keys: project, RMSNorm with scale (RoPE comes after, from the caller, as for queries).
+    Values: project (or reuse the raw key projection when k_eq_v), RMSNorm *without* scale
+    (`value_norm`; Gemma 3 has none), never rotated."""
     k = linear(x, w.k_proj, w.k_bias).reshape(x.shape[0], -1, spec.head_dim)
     v = k if w.v_proj is None else linear(x, w.v_proj, w.v_bias).reshape(x.shape[0], -1, spec.head_dim)
-    k = apply_rope(rms_norm(k, w.k_norm, eps), cos, sin)
-    v = rms_norm(v, None, eps)
-    return k, v
+    return rms_norm(k, w.k_norm, eps), rms_norm(v, None, eps) if value_norm else v
 
 
 def attention_mask(

@@ -3,6 +3,7 @@
     minigemma info [--model DIR]              what a checkpoint contains
     minigemma generate PROMPT [--model DIR]   continue a prompt, streaming (cli_generate.py)
     minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin
+    minigemma trace ... / compare A B         named activations, and where two traces diverge (verify_cli.py)
 
 Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
 prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
@@ -16,6 +17,7 @@ import sys
 import numpy as np
 
 from .errors import MinigemmaError
+from .verify_cli import add_compare, add_trace
 
 EXIT_USER_ERROR = 2
 
@@ -123,7 +125,7 @@ def _is_mapped(a: np.ndarray) -> bool:
 
 from .cli_generate import add_chat, add_generate  # noqa: E402  (they reuse add_model_flag above)
 
-COMMANDS = [add_info, add_generate, add_chat]
+COMMANDS = [add_info, add_generate, add_chat, add_trace, add_compare]
 
 
 class OneLineParser(argparse.ArgumentParser):

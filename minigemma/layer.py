@@ -6,11 +6,12 @@
     f = moe_block(r, f)                    if MoE              routed experts, added beside it
     h = r + post_ffw_norm(f)
     h = per_layer_input(h, ple_i)          if PLE              the layer's own token signal
-    h = h * layer_scalar                                       a learned per-layer scale
+    h = h * layer_scalar                   if Gemma 4          a learned per-layer scale
 
 Gemma norms both the input *and* the output of each block before adding it to the residual
 (four norms per layer, more with MoE); the final `layer_scalar` lets training shrink or grow a
-whole layer's contribution.
+whole layer's contribution. Gemma 3 layers are the same minus MoE, PLE and `layer_scalar`
+(and attention differs in two switches: see `gemma3.py`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from .config import LayerSpec, TextConfig
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
 from .multimodal import same_block
-from .norm import rms_norm
-from .ops import activation
+from .norm import norm_weight, rms_norm
+from .ops import activation, no_tap, scoped
 from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
+from .rope import apply_rope
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class LayerWeights:
     post_attention_norm: np.ndarray  # post_attention_layernorm
     pre_feedforward_norm: np.ndarray  # pre_feedforward_layernorm
     post_feedforward_norm: np.ndarray  # post_feedforward_layernorm
-    layer_scalar: np.ndarray  # (1,)
+    layer_scalar: np.ndarray | None  # (1,); None: no scalar (Gemma 3)
     moe: MoEWeights | None
     ple: PLELayerWeights | None
 
@@ -55,7 +57,7 @@ def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) 
     h = cfg.hidden_size
 
     def norm(name):
-        return ckpt.f32(f"{prefix}.{name}.weight", (h,))
+        return norm_weight(ckpt.f32(f"{prefix}.{name}.weight", (h,)), cfg.norm_offset)
 
     return LayerWeights(
         attention=load_attention(ckpt, f"{prefix}.self_attn", spec, cfg),
@@ -64,14 +66,10 @@ def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) 
         post_attention_norm=norm("post_attention_layernorm"),
         pre_feedforward_norm=norm("pre_feedforward_layernorm"),
         post_feedforward_norm=norm("post_feedforward_layernorm"),
-        layer_scalar=ckpt.f32(f"{prefix}.layer_scalar", (1,)),
+        layer_scalar=ckpt.f32(f"{prefix}.layer_scalar", (1,)) if cfg.layer_scalar else None,
         moe=load_moe(ckpt, prefix, h, cfg.num_experts, cfg.moe_intermediate_size) if cfg.enable_moe_block else None,
         ple=load_ple_layer(ckpt, prefix, h, cfg.hidden_size_per_layer_input) if cfg.has_ple else None,
     )
-
-
-def _no_tap(name: str, value: np.ndarray) -> None:
-    pass
 
 
 @dataclass
@@ -81,7 +79,7 @@ class ForwardContext:
     positions: absolute position of each input token (seq,); rope: (cos, sin) per layer type;
     shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
-    tap: called with (name, array) at every named step, for traces;
+    tap: called with (name, array) at every named step, for traces (names: docs/verify.md);
     blocks: image block id of each absolute position (-1 text), for the bidirectional attention
     inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks."""
 
@@ -89,58 +87,73 @@ class ForwardContext:
     rope: dict
     shared_kv: dict = field(default_factory=dict)
     cache: list | None = None
-    tap: object = _no_tap
+    tap: object = no_tap
     blocks: np.ndarray | None = None
 
 
-def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap):
-    """The attention block's core: (seq, hidden) normed input -> (seq, hidden)."""
+def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap=no_tap):
+    """The attention block's core: (seq, hidden) normed input -> (seq, hidden).
+
+    q and k are named before RoPE, as the reference's `q_norm` / `k_norm` modules output them."""
     cos, sin = ctx.rope[spec.layer_type]
     eps = cfg.rms_norm_eps
-    q = project_queries(x, w, spec, eps, cos, sin)  # (seq, heads, head_dim)
+    q = project_queries(x, w, spec, eps)  # (seq, heads, head_dim)
+    tap("q", q)
+    q = apply_rope(q, cos, sin)
     if spec.reuses_kv:
         k, v, k_pos = ctx.shared_kv[spec.kv_producer]  # the producer's keys/values, cache included
     else:
-        k, v = project_keys_values(x, w, spec, eps, cos, sin)  # (seq, kv_heads, head_dim)
+        k, v = project_keys_values(x, w, spec, eps, cfg.value_norm)  # (seq, kv_heads, head_dim)
+        tap("k", k)
+        tap("v", v)
+        k = apply_rope(k, cos, sin)
         k_pos = ctx.positions
         if ctx.cache is not None:
             k, v, k_pos = ctx.cache[spec.index].update(k, v, ctx.positions)  # past + new
         if spec.kv_sharing == "store":
             ctx.shared_kv[spec.index] = (k, v, k_pos)
-        tap("k", k)
-        tap("v", v)
-    tap("q", q)
+    if cfg.attention_scaling != 1.0:  # Gemma 3: scores * query_pre_attn_scalar ** -0.5, folded into q
+        q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
     both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
     mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal, both_ways)  # (seq, k_len)
-    out = output_projection(attend(q, k, v, mask), w)
+    context = attend(q, k, v, mask)  # (seq, heads, head_dim): each head's weighted sum of values
+    tap("context", context)
+    out = output_projection(context, w)
     tap("out", out)
     return out
 
 
 def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, per_layer_input=None):
-    """(seq, hidden) -> (seq, hidden). `per_layer_input`: this layer's PLE slice (seq, ple_dim)."""
+    """(seq, hidden) -> (seq, hidden). `per_layer_input`: this layer's PLE slice (seq, ple_dim).
+
+    Named steps (`layers.{i}.` + name): each block's `in` is what it reads, `out` what it
+    returns, `post_norm` the norm of its `out`; `attn.residual` is the stream after attention."""
     eps, act = cfg.rms_norm_eps, activation(cfg.hidden_activation)
-    i = spec.index
+    tap = scoped(ctx.tap, f"layers.{spec.index}.")
 
-    def tap(name, value):
-        ctx.tap(f"layers.{i}.{name}", value)
-
-    attn_tap = lambda name, value: tap(f"attn.{name}", value)  # noqa: E731
-    attn = self_attention(rms_norm(h, w.input_norm, eps), w.attention, spec, cfg, ctx, attn_tap)
-    h = h + rms_norm(attn, w.post_attention_norm, eps)
+    x = rms_norm(h, w.input_norm, eps)
+    tap("attn.in", x)
+    attn = self_attention(x, w.attention, spec, cfg, ctx, scoped(tap, "attn."))  # names attn.q ... attn.out
+    attn = rms_norm(attn, w.post_attention_norm, eps)
+    tap("attn.post_norm", attn)
+    h = h + attn
+    tap("attn.residual", h)
 
     residual = h
-    f = mlp(rms_norm(h, w.pre_feedforward_norm, eps), w.mlp, act)
-    tap("mlp.out", f)
-    if w.moe is not None:
-        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, lambda n, v: tap(f"moe.{n}", v))
-        tap("moe.out", f)
-    h = residual + rms_norm(f, w.post_feedforward_norm, eps)
+    x = rms_norm(h, w.pre_feedforward_norm, eps)
+    tap("mlp.in", x)
+    f = mlp(x, w.mlp, act, scoped(tap, "mlp."))  # names mlp.gated, mlp.out
+    if w.moe is not None:  # names mlp.post_norm (the shared expert's own norm) and moe.*
+        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, tap)
+    f = rms_norm(f, w.post_feedforward_norm, eps)
+    tap("moe.post_norm" if w.moe is not None else "mlp.post_norm", f)
+    h = residual + f
 
     if w.ple is not None:
-        h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps)
-        tap("ple.out", h)
-    h = h * w.layer_scalar
+        tap("ple.in", h)
+        h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps, scoped(tap, "ple."))
+    if w.layer_scalar is not None:
+        h = h * w.layer_scalar
     tap("out", h)
     return h

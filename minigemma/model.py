@@ -3,9 +3,11 @@
 `load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
 `*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
 layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
-model under `model.language_model.*`). `Model.forward` turns token ids into logits;
-`Model.extend` feeds tokens through a KV cache, and `Model.generate` / `Model.stream` write text
-(`generation.py`).
+model under `model.language_model.*`), and Gemma 3's text model (`Gemma3ForCausalLM`: `model.*`;
+`Gemma3ForConditionalGeneration`: `language_model.model.*`, as its `save_pretrained` writes it).
+`Model.forward` turns token ids into logits; `Model.extend` feeds tokens through a KV cache, and
+`Model.generate` / `Model.stream` write text (`generation.py`);
+`Model.trace` names every step on the way (`trace.py`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ from .multimodal import (
 from .text import TextWeights, embed_tokens, load_text, text_forward
 from .image import DEFAULT_SOFT_TOKENS
 from .vision import encode_images, load_vision_tower
+from .ops import no_tap
+from .trace import Recorder
 
-TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
+TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
+HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where it is not HEAD_NAME
 # Tensors a checkpoint may carry that the text model does not read: KV-shared layers' unused
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
+    re.compile(r"^(vision_tower|multi_modal_projector)\..*"),  # Gemma 3's SigLIP tower: not run
 )
 
 
@@ -82,18 +88,40 @@ class Model:
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
 
-    def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
-        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
+    def trace(self, input_ids, names=None, **media) -> dict[str, np.ndarray]:
+        """Every named activation of one forward pass, in forward order (names: docs/verify.md).
+
+        `input_ids`: one sequence (seq,); `names`: glob patterns selecting a subset (a string or
+        a list, e.g. "layers.3.*"); `media`: images / audio as for `forward`. The values come
+        from the very code path `forward` runs, recorded at its named steps."""
+        ids = check_token_ids(input_ids, self.config.text.vocab_size)
+        if ids.ndim != 1:
+            raise InputError(f"input_ids: trace takes one sequence of shape (seq,), found shape {ids.shape}")
+        mm_token_type_ids = media.pop("mm_token_type_ids", None)
+        recorder = Recorder(names)
+        soft = self.encode_media(**media, tap=recorder)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
+        soft = split_by_row(ids[None], soft)[0]
+        self._forward_one(ids, soft, mm_token_type_ids, tap=recorder)
+        return recorder.result()
+
+    def encode_media(
+        self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None, tap=no_tap
+    ):
+        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden)).
+        `tap`: named steps of the encoders (`vision.*`, `audio.*`), for `trace`."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
             if self.vision is None:
                 raise InputError("pixel_values: this checkpoint has no vision tower")
-            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config, tap)
             soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
             if self.audio is None:
                 raise InputError("input_features: this checkpoint has no audio tower")
-            tokens = audio_soft_tokens(self.audio, input_features, input_features_mask)
+            tokens = audio_soft_tokens(self.audio, input_features, input_features_mask, tap)
             soft.append((self.config.tokens["audio_token_id"], "audio", tokens))
         return soft
 
@@ -231,7 +259,7 @@ def load(path: str | os.PathLike | None = None) -> Model:
     config = load_config(path)
     ckpt = Checkpoint(path)
     prefix = TEXT_PREFIX[config.model_type]
-    weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
     vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)

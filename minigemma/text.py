@@ -20,9 +20,9 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import TextConfig
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
-from .norm import rms_norm
+from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
-from .ple import PLEWeights, load_ple, per_layer_inputs, token_identity
+from .ple import PLEWeights, context_projection, load_ple, mix, token_identity
 from .rope import inverse_frequencies, rope_tables
 
 
@@ -52,7 +52,7 @@ def load_text(ckpt: Checkpoint, cfg: TextConfig, prefix: str, head_name: str) ->
     return TextWeights(
         embed=embed,
         layers=tuple(load_layer(ckpt, f"{prefix}.layers.{s.index}", s, cfg) for s in cfg.layers),
-        final_norm=ckpt.f32(f"{prefix}.norm.weight", (h,)),
+        final_norm=norm_weight(ckpt.f32(f"{prefix}.norm.weight", (h,)), cfg.norm_offset),
         lm_head=lm_head,
         ple=ple,
     )
@@ -93,10 +93,12 @@ def text_forward(
     ctx.tap("embed", embeds)
     ple_inputs = None
     if w.ple is not None:
-        identity = token_identity(ple_ids, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
-        ple_inputs = per_layer_inputs(
-            identity, embeds, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input, cfg.rms_norm_eps
-        )  # (seq, layers, ple_dim)
+        n_layers, ple_dim = cfg.num_hidden_layers, cfg.hidden_size_per_layer_input
+        identity = token_identity(ple_ids, w.ple, n_layers, ple_dim)  # (seq, layers, ple_dim)
+        ctx.tap("ple.identity", identity)
+        context = context_projection(embeds, w.ple, n_layers, ple_dim, cfg.rms_norm_eps)
+        ctx.tap("ple.context", context)
+        ple_inputs = mix(identity, context)
         ctx.tap("ple.inputs", ple_inputs)
 
     h = embeds
