@@ -17,9 +17,10 @@ and each output frame becomes one soft token (after the embedder, `multimodal.py
 Activations are clamped to +-`gradient_clipping` between blocks (a training-time guard that
 the reference keeps at inference). Most linears are clipped linears (`clipped_linear.py`).
 
-Trace names (reference module in brackets): `audio.subsample` [audio_tower.subsample_conv_projection,
-first output], `audio.layers.{i}` [audio_tower.layers.{i}], `audio.out` [audio_tower.output_proj],
-`audio.soft_tokens` [embed_audio, padding frames removed].
+Trace names (`trace.py`; the reference module of each: docs/verify.md): `audio.subsample`,
+`audio.layers.{i}.ffw1.out` / `.attn.in` / `.attn.out` / `.attn.post_norm` / `.conv.out` /
+`.ffw2.out` / `.out`, `audio.out`, `audio.soft_tokens`; each the real frames of every clip, clip
+after clip (padding frames dropped, as they are from the soft tokens).
 
 One reference detail worth knowing: the norms of the feed-forwards and of the layer itself are
 built without the config's `rms_norm_eps`, so they use the `Gemma4RMSNorm` default of 1e-6,
@@ -42,7 +43,7 @@ from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_l
 from .errors import ConfigError, InputError
 from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
 from .norm import rms_norm
-from .ops import ACTIVATIONS, linear
+from .ops import ACTIVATIONS, linear, no_tap
 
 DEFAULT_NORM_EPS = 1e-6  # `Gemma4RMSNorm`'s default eps, which the layer and feed-forward norms keep
 FFW_EXPANSION = 4  # feed-forward width / hidden size
@@ -170,29 +171,39 @@ def light_conv(x: np.ndarray, w: LightConvWeights, cfg: AudioConfig) -> np.ndarr
     return x + clipped_linear(h, w.linear_end)
 
 
-def conformer_layer(x: np.ndarray, positions: np.ndarray, allowed: np.ndarray, w: ConformerLayerWeights, cfg: AudioConfig) -> np.ndarray:
+def conformer_layer(
+    x: np.ndarray, positions: np.ndarray, allowed: np.ndarray, w: ConformerLayerWeights, cfg: AudioConfig, tap=no_tap
+) -> np.ndarray:
+    """(batch, seq, hidden) -> same; `tap(step, value)` at each named step (`AUDIO_LAYER_STEPS`)."""
     x = feed_forward(x, w.feed_forward1, cfg)
+    tap("ffw1.out", x)
     h = rms_norm(clip_activations(x, cfg), w.norm_pre_attn, DEFAULT_NORM_EPS)
+    tap("attn.in", h)
     h = audio_attention(h, positions, allowed, w.attn, cfg)
-    x = x + rms_norm(clip_activations(h, cfg), w.norm_post_attn, DEFAULT_NORM_EPS)
-    x = light_conv(x, w.lconv, cfg)
+    tap("attn.out", h)
+    h = rms_norm(clip_activations(h, cfg), w.norm_post_attn, DEFAULT_NORM_EPS)
+    tap("attn.post_norm", h)
+    x = light_conv(x + h, w.lconv, cfg)
+    tap("conv.out", x)
     x = feed_forward(x, w.feed_forward2, cfg)
-    return rms_norm(clip_activations(x, cfg), w.norm_out, DEFAULT_NORM_EPS)
+    tap("ffw2.out", x)
+    x = rms_norm(clip_activations(x, cfg), w.norm_out, DEFAULT_NORM_EPS)
+    tap("out", x)
+    return x
 
 
-def audio_forward(features: np.ndarray, mask: np.ndarray, w: AudioWeights, cfg: AudioConfig, tap=None) -> tuple[np.ndarray, np.ndarray]:
+def audio_forward(features: np.ndarray, mask: np.ndarray, w: AudioWeights, cfg: AudioConfig, tap=no_tap) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel features (clips, frames, mels) and mask (clips, frames) -> encoder outputs
-    (clips, frames', output_proj_dims) and their mask (clips, frames'), frames' ~ frames / 4."""
-    tap = tap or (lambda name, value: None)
+    (clips, frames', output_proj_dims) and their mask (clips, frames'), frames' ~ frames / 4.
+    `tap` sees each named step's real frames, clip after clip: (real frames, width)."""
     x, mask = subsample(features, mask, w.subsample, cfg)
-    tap("audio.subsample", x)
+    tap("audio.subsample", x[mask])
     positions = relative_position_embeddings(cfg)
     allowed = block_mask(mask, cfg)
     for i, layer in enumerate(w.layers):
-        x = conformer_layer(x, positions, allowed, layer, cfg)
-        tap(f"audio.layers.{i}", x)
+        x = conformer_layer(x, positions, allowed, layer, cfg, lambda step, v, i=i: tap(f"audio.layers.{i}.{step}", v[mask]))
     x = linear(x, w.output_proj, w.output_bias)
-    tap("audio.out", x)
+    tap("audio.out", x[mask])
     return x, mask
 
 
@@ -221,7 +232,7 @@ def load_audio_tower(ckpt: TensorSource, config, directory: str) -> AudioTower:
     return AudioTower(cfg, weights, embedder, load_feature_config(directory))
 
 
-def audio_soft_tokens(tower: AudioTower, input_features, input_features_mask, tap=None) -> np.ndarray:
+def audio_soft_tokens(tower: AudioTower, input_features, input_features_mask, tap=no_tap) -> np.ndarray:
     """`input_features` (clips, frames, mels) and `input_features_mask` (clips, frames), as the
     extractor emits them -> the soft tokens of every clip, in order, padding frames dropped:
     (tokens, text_hidden). Clip i yields as many tokens as its subsampled mask has True values,
@@ -229,8 +240,7 @@ def audio_soft_tokens(tower: AudioTower, input_features, input_features_mask, ta
     features, mask = check_audio_inputs(input_features, input_features_mask)
     out, out_mask = audio_forward(features, mask, tower.weights, tower.config, tap)
     tokens = embed_soft_tokens(out[out_mask], tower.embedder, tower.config.rms_norm_eps)
-    if tap:
-        tap("audio.soft_tokens", tokens)
+    tap("audio.soft_tokens", tokens)
     return tokens
 
 

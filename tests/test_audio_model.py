@@ -143,3 +143,35 @@ def test_bf16_checkpoint_with_audio(tmp_path):
     expected = reference_logits_with_audio(ref, ids, f["input_features"], f["input_features_mask"])[0]
     got = minigemma.load(tmp_path).forward(ids, input_features=f["input_features"], input_features_mask=f["input_features_mask"])
     np.testing.assert_allclose(got, expected, **TOL)
+
+
+@settings(max_examples=4)
+@given(text=text_config_kwargs(max_layers=2), audio=audio_config_kwargs(max_layers=2, clamps=(1e10, 2.0)), data=st.data())
+def test_trace_names_with_audio_match_the_reference_hooks(tmp_path_factory, text, audio, data):
+    """With audio, the tower's names come before `embed`, each clip's real frames one after
+    another, every one equal to what forward hooks capture on the reference."""
+    from minigemma.trace import AUDIO_AFTER_LAYERS, AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS
+    from weights_tools import reference_trace
+
+    audio_kwargs, mels = audio
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    note(f"text config: {text}\naudio config: {audio_kwargs}, mels={mels}")
+    ref = reference_audio_text_model(text, audio_kwargs, seed)
+    rng = np.random.default_rng(seed)
+    clips = [rng.uniform(-0.8, 0.8, n).astype(np.float32) for n in data.draw(st.lists(st.integers(400, 3000), min_size=1, max_size=2))]
+    f = Gemma4AudioFeatureExtractor(feature_size=mels)(clips, return_tensors="np")
+    counts = subsampled_mask(f["input_features_mask"]).sum(axis=1)
+    ids = audio_prompt(rng, text["vocab_size"], counts)
+    d = tmp_path_factory.mktemp("ckpt")
+    ref.save_pretrained(d)
+    media = dict(input_features=f["input_features"], input_features_mask=f["input_features_mask"])
+    ours, theirs = minigemma.load(d).trace(ids, **media), reference_trace.capture(ref, ids, **media)
+    assert list(ours) == list(theirs)
+    layers = [f"layers.{j}.{s}" for j in range(audio_kwargs["num_hidden_layers"]) for s in AUDIO_LAYER_STEPS]
+    audio_names = [f"audio.{s}" for s in (*AUDIO_BEFORE_LAYERS, *layers, *AUDIO_AFTER_LAYERS)]
+    assert list(ours)[: len(audio_names) + 1] == [*audio_names, "embed"]
+    for name, expected in theirs.items():
+        assert ours[name].shape == expected.shape, name
+        np.testing.assert_allclose(ours[name], expected, err_msg=name, **TOL)
+    assert ours["audio.soft_tokens"].shape[0] == counts.sum()
+    np.testing.assert_array_equal(ours["embed"][ids == text["vocab_size"] - 3], ours["audio.soft_tokens"])
