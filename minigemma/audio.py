@@ -34,7 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio_attention import AudioAttentionWeights, audio_attention, block_mask, load_audio_attention, relative_position_embeddings
+from .audio_attention import (
+    AudioAttentionWeights,
+    audio_attention,
+    block_mask,
+    load_audio_attention,
+    relative_position_embeddings,
+)
 from .audio_config import AudioConfig, audio_config_from_dict
 from .audio_features import FeatureConfig, load_feature_config
 from .audio_subsample import SubsampleWeights, load_subsample, subsample
@@ -192,7 +198,9 @@ def conformer_layer(
     return x
 
 
-def audio_forward(features: np.ndarray, mask: np.ndarray, w: AudioWeights, cfg: AudioConfig, tap=no_tap) -> tuple[np.ndarray, np.ndarray]:
+def audio_forward(
+    features: np.ndarray, mask: np.ndarray, w: AudioWeights, cfg: AudioConfig, tap=no_tap
+) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel features (clips, frames, mels) and mask (clips, frames) -> encoder outputs
     (clips, frames', output_proj_dims) and their mask (clips, frames'), frames' ~ frames / 4.
     `tap` sees each named step's real frames, clip after clip: (real frames, width)."""

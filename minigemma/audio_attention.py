@@ -121,7 +121,9 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(np.float32(0), x)
 
 
-def audio_attention(x: np.ndarray, positions: np.ndarray, allowed: np.ndarray, w: AudioAttentionWeights, cfg: AudioConfig) -> np.ndarray:
+def audio_attention(
+    x: np.ndarray, positions: np.ndarray, allowed: np.ndarray, w: AudioAttentionWeights, cfg: AudioConfig
+) -> np.ndarray:
     """(batch, seq, hidden) -> (batch, seq, hidden).
 
     positions: `relative_position_embeddings(cfg)`; allowed: `block_mask(...)`."""

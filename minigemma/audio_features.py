@@ -114,7 +114,8 @@ def feature_config_from_dict(raw: dict, where: str = "feature_extractor.") -> Fe
     if not cfg.min_frequency < cfg.max_frequency <= cfg.sampling_rate / 2:
         r.fail("max_frequency", f"above min_frequency={cfg.min_frequency} and at most half the sampling rate", cfg.max_frequency)
     if cfg.hop_length < 1 or cfg.frame_length < 2:
-        r.fail("frame_length_ms", "a frame of at least 2 samples and a hop of at least 1", (cfg.frame_length_ms, cfg.hop_length_ms))
+        found = (cfg.frame_length_ms, cfg.hop_length_ms)
+        r.fail("frame_length_ms", "a frame of at least 2 samples and a hop of at least 1", found)
     return cfg
 
 

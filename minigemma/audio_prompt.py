@@ -51,7 +51,9 @@ def audio_tokens(model) -> tuple[str, str, str]:
     names = [tok.named.get(name) for name in TOKEN_NAMES]
     if None in names or any(tok.specials.get(t) is None for t in names):
         missing = [n for n, t in zip(TOKEN_NAMES, names) if t is None or tok.specials.get(t) is None]
-        raise ConfigError(f"{tok.path}: the tokenizer has no audio tokens ({', '.join(missing)} missing from tokenizer_config.json)")
+        raise ConfigError(
+            f"{tok.path}: the tokenizer has no audio tokens ({', '.join(missing)} missing from tokenizer_config.json)"
+        )
     expected = model.config.tokens.get("audio_token_id")
     if tok.specials[names[1]] != expected:
         raise ConfigError(
@@ -93,7 +95,9 @@ def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
     return counts, audio_soft_tokens(model.audio, features, mask)
 
 
-def prompt_with_audio(model, text: str, clips, add_special_tokens: bool = True, unmarked_first: bool = True) -> tuple[np.ndarray, list]:
+def prompt_with_audio(
+    model, text: str, clips, add_special_tokens: bool = True, unmarked_first: bool = True
+) -> tuple[np.ndarray, list]:
     """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
     token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
     features, mask, counts = clip_features(model, clips)
@@ -115,7 +119,8 @@ class ChatAudio:
 
     def hear(self, content) -> ChatAudio:
         """This conversation's clips and those of `content` (a message's content), as a new ChatAudio."""
-        items = [item for item in content if isinstance(item, dict) and item.get("type") == "audio"] if isinstance(content, list) else []
+        content = content if isinstance(content, list) else []  # a plain str turn has no audio
+        items = [item for item in content if isinstance(item, dict) and item.get("type") == "audio"]
         for i, item in enumerate(items):
             if item.get("audio", item.get("path")) is None:
                 raise InputError(f"audio item {i} of a message: expected its clip under 'audio' or 'path', found {item!r}")

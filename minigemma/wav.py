@@ -41,7 +41,8 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     except (wave.Error, EOFError) as e:
-        raise InputError(f"{path}: not an integer PCM WAV file ({str(e) or 'file ends inside the header'}); {CONVERT_HINT}") from None
+        why = str(e) or "file ends inside the header"
+        raise InputError(f"{path}: not an integer PCM WAV file ({why}); {CONVERT_HINT}") from None
     if width not in PCM_FULL_SCALE:
         raise InputError(f"{path}: sample width {8 * width} bits, expected 8, 16, 24 or 32-bit PCM; {CONVERT_HINT}")
     if rate <= 0:
