@@ -72,9 +72,23 @@ def describe(model) -> list[str]:
         lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
-    resident, mapped = memory_bytes(model.weights)
+    if model.audio is not None:
+        lines.append(describe_audio(model.audio))
+    resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
     lines.append(f"memory:      {resident / 2**20:.1f} MiB resident, {mapped / 2**20:.1f} MiB memory-mapped")
     return lines
+
+
+def describe_audio(tower) -> str:
+    from .audio_subsample import NUM_CONVS, STRIDE
+
+    a, f = tower.config, tower.features
+    return (
+        f"audio:       conformer {a.num_hidden_layers} layers x {a.hidden_size}, {a.num_attention_heads} heads, chunks of "
+        f"{a.attention_chunk_size} (+{a.max_past_horizon} left, +{a.attention_context_right} right)"
+        + (", clipped linears" if a.use_clipped_linears else "")
+        + f"; {f.feature_size} mel bins, {STRIDE**NUM_CONVS * f.hop_length_ms:g} ms per soft token"
+    )
 
 
 def memory_bytes(weights) -> tuple[int, int]:

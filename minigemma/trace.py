@@ -43,6 +43,10 @@ TEXT_AFTER_LAYERS = ("final_norm", "logits")
 VISION_BEFORE_LAYERS = ("patch_embed",)
 VISION_LAYER_STEPS = ("out",)
 VISION_AFTER_LAYERS = ("pooled", "out", "soft_tokens")
+# The audio tower, every clip's real frames one after another on axis 0 (see docs/verify.md).
+AUDIO_BEFORE_LAYERS = ("subsample",)
+AUDIO_LAYER_STEPS = ("ffw1.out", "attn.in", "attn.out", "attn.post_norm", "conv.out", "ffw2.out", "out")
+AUDIO_AFTER_LAYERS = ("out", "soft_tokens")
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,10 @@ class Section:
     after: tuple[str, ...]
 
 
-# The order the towers run in; the encoders' soft tokens are merged into `embed`. The audio
-# encoder fills in its steps as it lands (plan: docs/verify.md, "Audio").
+# The order the towers run in; the encoders' soft tokens are merged into `embed`.
 SECTIONS = (
     Section("vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
-    Section("audio.", (), (), ()),
+    Section("audio.", AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS, AUDIO_AFTER_LAYERS),
     Section("", TEXT_BEFORE_LAYERS, LAYER_STEPS, TEXT_AFTER_LAYERS),
 )
 LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")

@@ -17,6 +17,9 @@ from vision_reference import image_prompt, reference_multimodal_model, token_ids
 import minigemma
 from minigemma.image import preprocess
 from minigemma.trace import (
+    AUDIO_AFTER_LAYERS,
+    AUDIO_BEFORE_LAYERS,
+    AUDIO_LAYER_STEPS,
     LAYER_STEPS,
     SECTIONS,
     TEXT_AFTER_LAYERS,
@@ -148,9 +151,11 @@ def test_glob_patterns_select_names_in_forward_order(tmp_path):
 
 def test_forward_order_is_vision_then_text_numeric_by_layer_and_unknown_names_last():
     names = ["logits", "layers.10.attn.in", "mystery", "layers.2.out", "layers.2.attn.in", "embed", "ple.inputs",
-             "vision.soft_tokens", "vision.layers.10.out", "vision.layers.9.out", "vision.patch_embed", "audio.x"]
+             "vision.soft_tokens", "vision.layers.10.out", "vision.layers.9.out", "vision.patch_embed", "audio.x",
+             "audio.soft_tokens", "audio.layers.1.attn.in", "audio.layers.0.out", "audio.subsample"]
     assert forward_order(names) == [
         "vision.patch_embed", "vision.layers.9.out", "vision.layers.10.out", "vision.soft_tokens",
+        "audio.subsample", "audio.layers.0.out", "audio.layers.1.attn.in", "audio.soft_tokens",
         "embed", "ple.inputs", "layers.2.attn.in", "layers.2.out", "layers.10.attn.in", "logits", "audio.x", "mystery",
     ]  # fmt: skip
 
@@ -176,6 +181,8 @@ def in_code() -> set:
     rows |= {("model", "ple.inputs", "layers.{i}", "input 1"), ("model", "logits", "", "output `.logits`")}
     rows |= {("vision", name, path, point) for name, path, point in rt.VISION_POINTS}
     rows |= {("vision layer", step, path, point) for step, path, point in rt.VISION_LAYER_POINTS}
+    rows |= {("audio", name, path, point) for name, path, point in rt.AUDIO_POINTS}
+    rows |= {("audio layer", step, path, point) for step, path, point in rt.AUDIO_LAYER_POINTS}
     return rows
 
 
@@ -183,11 +190,12 @@ def documented(name: str, module: str, point: str) -> tuple:
     for kind, prefix, owner in (
         ("layer", "layers.{i}.", "{text}.layers.{i}"),
         ("vision layer", "vision.layers.{j}.", "model.vision_tower.encoder.layers.{j}"),
+        ("audio layer", "audio.layers.{j}.", "model.audio_tower.layers.{j}"),
     ):
         if name.startswith(prefix):
             return (kind, name[len(prefix) :], module[len(owner) :].lstrip("."), point)
-    if name.startswith("vision."):
-        return ("vision", name, module[len("model.") :], point)
+    if name.startswith(("vision.", "audio.")):
+        return (name.split(".")[0], name, module[len("model.") :], point)
     return ("model", name, module[len("{text}.") :], point)
 
 
@@ -201,8 +209,10 @@ def test_docs_table_is_the_reference_mapping_in_code():
     names = [name for name, *_ in table]
     vision = [n for n in names if n.startswith("vision.")]
     assert vision == [f"vision.{s}" for s in VISION_BEFORE_LAYERS + tuple(f"layers.{{j}}.{s}" for s in VISION_LAYER_STEPS) + VISION_AFTER_LAYERS]
-    assert names[: len(vision)] == vision  # the vision tower runs first
-    text = [n for n in names if not n.startswith(("vision.", "layers."))]
+    audio = [n for n in names if n.startswith("audio.")]
+    assert audio == [f"audio.{s}" for s in AUDIO_BEFORE_LAYERS + tuple(f"layers.{{j}}.{s}" for s in AUDIO_LAYER_STEPS) + AUDIO_AFTER_LAYERS]
+    assert names[: len(vision) + len(audio)] == vision + audio  # the towers run first
+    text = [n for n in names if not n.startswith(("vision.", "audio.", "layers."))]
     assert text == list(TEXT_BEFORE_LAYERS + TEXT_AFTER_LAYERS)
     steps = list(dict.fromkeys(n[len("layers.{i}.") :] for n in names if n.startswith("layers.")))
     assert steps == list(LAYER_STEPS)

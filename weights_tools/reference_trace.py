@@ -24,6 +24,7 @@ from transformers.models.gemma4.modeling_gemma4 import Gemma4TextModel
 
 from minigemma.config import config_from_dict, load_config
 from minigemma.errors import InputError
+from minigemma.audio_subsample import subsampled_mask
 from minigemma.trace import Recorder
 from minigemma.vision import PAD_POSITION
 
@@ -80,6 +81,21 @@ VISION_POINTS = (
     ("vision.soft_tokens", "embed_vision", "output"),
 )
 VISION_LAYER_POINTS = (("out", "", "output"),)  # within `vision_tower.encoder.layers.{j}`
+# The audio tower, module paths within `model` (`Gemma4Model`).
+AUDIO_POINTS = (
+    ("audio.subsample", "audio_tower.subsample_conv_projection", "output[0]"),
+    ("audio.out", "audio_tower.output_proj", "output"),
+    ("audio.soft_tokens", "embed_audio", "output"),
+)
+AUDIO_LAYER_POINTS = (  # within `audio_tower.layers.{j}`
+    ("ffw1.out", "feed_forward1", "output"),
+    ("attn.in", "norm_pre_attn", "output"),
+    ("attn.out", "self_attn", "output[0]"),
+    ("attn.post_norm", "norm_post_attn", "output"),
+    ("conv.out", "lconv1d", "output"),
+    ("ffw2.out", "feed_forward2", "output"),
+    ("out", "", "output"),
+)
 # The MoE router and experts run on tokens flattened across the batch: no batch axis to drop.
 FLAT = ("moe.router.probs", "moe.router.top_k_weights", "moe.router.top_k_index", "moe.experts.in", "moe.experts.out")
 
@@ -110,14 +126,16 @@ def _hook(module, point: str, keep):
     return module.register_forward_hook(lambda m, args, out: keep(out[index]))
 
 
-def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=None, mm_token_type_ids=None):
-    """Run the reference on one sequence of token ids (seq,) (and its images, as the processor
-    emits them) and return minigemma's named activations (glob patterns `names` select a
+def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=None, mm_token_type_ids=None,
+            input_features=None, input_features_mask=None):
+    """Run the reference on one sequence of token ids (seq,) (and its images and audio, as the
+    processor emits them) and return minigemma's named activations (glob patterns `names` select a
     subset), as float32 / int64 arrays in minigemma's shapes, in forward order."""
     text = text_model(model)
     raw: dict[str, torch.Tensor] = {}
-    handles = register_hooks(text, raw) + register_vision_hooks(model, raw)
-    media = dict(pixel_values=pixel_values, image_position_ids=image_position_ids, mm_token_type_ids=mm_token_type_ids)
+    handles = register_hooks(text, raw) + register_vision_hooks(model, raw) + register_audio_hooks(model, raw)
+    media = dict(pixel_values=pixel_values, image_position_ids=image_position_ids, mm_token_type_ids=mm_token_type_ids,
+                 input_features=input_features, input_features_mask=input_features_mask)
     media = {k: torch.as_tensor(np.asarray(v))[None] if k == "mm_token_type_ids" else torch.as_tensor(np.asarray(v))
              for k, v in media.items() if v is not None}  # fmt: skip
     ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))[None]
@@ -129,7 +147,7 @@ def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=
     finally:
         for h in handles:
             h.remove()
-    return as_minigemma(raw, text.config, names, model.config, image_position_ids)
+    return as_minigemma(raw, text.config, names, model.config, image_position_ids, input_features_mask)
 
 
 def _keeper(raw: dict, name: str):
@@ -166,12 +184,28 @@ def register_vision_hooks(model, raw: dict) -> list:
     return handles
 
 
-def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=None) -> dict[str, np.ndarray]:
+def register_audio_hooks(model, raw: dict) -> list:
+    """Hooks on the audio tower of a conditional-generation model that has one."""
+    inner = getattr(model, "model", None)
+    if getattr(inner, "audio_tower", None) is None:
+        return []
+    handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in AUDIO_POINTS]
+    for j, layer in enumerate(inner.audio_tower.layers):
+        for step, path, point in AUDIO_LAYER_POINTS:
+            handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"audio.layers.{j}.{step}")))
+    return handles
+
+
+def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=None, input_features_mask=None) -> dict[str, np.ndarray]:
     """Hooked tensors -> minigemma's arrays: batch axis dropped, packed axes split, in forward order."""
     recorder = Recorder(names)
     if image_position_ids is not None and "vision.out" in raw:
         for name, value in vision_arrays(raw, image_position_ids, model_config.vision_config.pooling_kernel_size):
             recorder(name, value)
+    if input_features_mask is not None and "audio.out" in raw:
+        real = torch.as_tensor(subsampled_mask(np.asarray(input_features_mask, dtype=bool)))  # (clips, frames')
+        for name in [n for n in raw if n.startswith("audio.")]:  # every clip's real frames, clip after clip
+            recorder(name, raw.pop(name)[real].float().numpy())
     seq, n_layers = raw["logits"].shape[1], cfg.num_hidden_layers
     if cfg.hidden_size_per_layer_input:
         per_layer = [raw.pop(f"ple.input.{i}")[0] for i in range(n_layers)]
