@@ -29,7 +29,8 @@ cfg = model.config.text
 # %% [markdown]
 # ## The whole model, one named step at a time
 #
-# Lessons 1 to 9 took Gemma 4's text model apart. Put back together, one forward pass is:
+# Lessons 1 to 9 took Gemma 4's text model apart (10 and 11 its image and audio towers, whose
+# soft tokens join the text at `embed`). Put back together, one forward pass is:
 #
 # ```
 # ids -> embed * sqrt(hidden)                                    lesson 1

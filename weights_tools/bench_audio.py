@@ -10,7 +10,6 @@ features, the subsampling convs, the conformer layers, and the soft tokens that 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -18,22 +17,7 @@ import numpy as np
 from minigemma.audio import audio_forward, load_audio
 from minigemma.audio_config import audio_config_from_dict
 from minigemma.audio_features import FeatureConfig, extract_features
-
-
-class RandomWeights:
-    """Stands in for a checkpoint: every tensor asked for is random, of the shape asked for."""
-
-    def __init__(self, seed: int = 0):
-        self.rng = np.random.default_rng(seed)
-        self.count = 0
-
-    def f32(self, name: str, shape=None) -> np.ndarray:
-        self.count += math.prod(shape)
-        if name.endswith(("_min", "_max")):  # clip bounds wide enough to leave O(1) values alone
-            return np.float32(-10.0 if name.endswith("_min") else 10.0)
-        if name.endswith(("norm.weight", "per_dim_scale")):
-            return np.ones(shape, np.float32)
-        return (self.rng.standard_normal(shape, np.float32) / np.sqrt(np.float32(shape[-1]))).astype(np.float32)
+from weights_tools.random_checkpoint import RandomWeights
 
 
 def main(argv=None) -> int:
@@ -44,7 +28,7 @@ def main(argv=None) -> int:
     source = RandomWeights()
     start = time.perf_counter()
     weights = load_audio(source, "audio_tower", cfg)
-    print(f"audio tower: {cfg.num_hidden_layers} layers x {cfg.hidden_size}, {source.count / 1e6:.0f}M parameters "
+    print(f"audio tower: {cfg.num_hidden_layers} layers x {cfg.hidden_size}, {sum(t.size for t in source.tensors.values()) / 1e6:.0f}M parameters "
           f"(random, made in {time.perf_counter() - start:.1f} s)")
     print(f"{'clip s':>7} {'features s':>11} {'subsample s':>12} {'layers s':>9} {'soft tokens':>12} {'x real time':>12}")
     for seconds in args.seconds:

@@ -78,9 +78,9 @@ class RandomWeights:
         if name.endswith(("_min", "_max")):
             value = np.full(shape, -10.0 if name.endswith("_min") else 10.0, np.float32)
         elif len(shape) == 1:  # norm weights, scales, biases
-            value = (1.0 + 0.1 * self.rng.standard_normal(shape)).astype(np.float32)
+            value = np.float32(1.0) + np.float32(0.1) * self.rng.standard_normal(shape, np.float32)
         else:
-            value = (self.rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+            value = self.rng.standard_normal(shape, np.float32) / np.float32(np.sqrt(shape[-1]))
         self.tensors[name] = value
         return value
 
