@@ -29,7 +29,7 @@ n_layers, ple_dim = cfg.num_hidden_layers, cfg.hidden_size_per_layer_input
 # ## Why: parameters that need not sit in fast memory
 #
 # The small Gemma 4 models are called E2B and E4B: "effective" 2 and 4 billion parameters. They
-# hold more (5.1B and 8B), and most of the difference is one table: for each token of the
+# hold several billion more, and most of the difference is one table: for each token of the
 # vocabulary and each layer, a 256-dimensional vector. Per token, a forward pass needs just one
 # row of it (all the layers' vectors for that token), so the table does not have to live in
 # accelerator memory at all: it can stay in flash or on disk, and the few rows a prompt needs are

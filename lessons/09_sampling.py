@@ -32,7 +32,8 @@ model = minigemma.load()
 # * **top-p** (nucleus) keeps the fewest most likely tokens whose probabilities add up to p, so
 #   the cut adapts: a few tokens when the model is sure, many when it is not.
 #
-# Gemma 4's `generation_config.json` asks for temperature 1, top-k 64, top-p 0.95.
+# A checkpoint ships its recommended settings in `generation_config.json`, and `generate` uses
+# them for any you leave unset; the embedded model ships none, so it decodes greedily by default.
 
 # %%
 prompt = "To read a file line by line, use the"

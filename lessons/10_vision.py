@@ -139,8 +139,8 @@ print("key 1 right and 2 down instead:", round(score((0, 0), (1, 2)), 4))
 # The encoder layers are the text decoder's layers without the causal mask: every patch sees
 # every patch, with sandwich norms and q/k/v norms. Then pooling, and the *embedder* (an RMSNorm
 # without scale and a projection) carries each pooled vector into the language model's width,
-# 128 for the embedded model. A real Gemma 4 vision tower has 16 layers of width 768 (E2B, E4B)
-# or 27 of 1152; this one has 2 of width 64.
+# 128 for the embedded model. The reference's default tower (`Gemma4VisionConfig`) has 16 layers
+# of width 768; this one has 2 of width 64.
 
 # %%
 vision_config = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
