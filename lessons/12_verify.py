@@ -91,12 +91,15 @@ bugs = {
     "scores / sqrt(head_dim)": mock.patch.object(minigemma.attention, "ATTENTION_SCALING", cfg.head_dim**-0.5),
     "RoPE without pruning": mock.patch.object(minigemma.text, "inverse_frequencies", rope_without_pruning),
 }
+first_global = next(s.index for s in cfg.layers if not s.is_sliding)
+expected = {"scores / sqrt(head_dim)": "layers.0.attn.context", "RoPE without pruning": f"layers.{first_global}.attn.context"}
 results = {"minigemma": rows}
 for bug, patch in bugs.items():
     with patch:
         port = Trace(bug, model.trace(ids), {"token_ids": ids})
     results[bug] = compare_traces(port, golden)
     print(f"{bug}: {report(results[bug], 1e-4, 1e-4)[-1]}")
+    assert next(r.name for r in results[bug] if not r.ok) == expected[bug]  # compare points at the bug
 
 # %% [markdown]
 # The figure: the largest difference from the reference at every step, in forward order. The

@@ -21,6 +21,10 @@ from pathlib import Path
 # One BLAS thread, set before NumPy loads (so a lesson imports this module first). This model's
 # matrices are tiny: on a busy machine OpenBLAS's spinning threads make them 30 times slower.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The lessons step through minigemma's NumPy functions, the ones to read, and swap some of them
+# out for a moment to see what they do; so the models they load run those, not the Numba
+# kernels that are their faster twins.
+os.environ["MINIGEMMA_KERNELS"] = "0"
 
 import numpy as np  # noqa: E402
 

@@ -67,8 +67,10 @@ def test_lessons_exist_in_order():
 
 @pytest.fixture
 def lesson_env(tmp_path, monkeypatch):
-    """A fresh figure folder, the lessons' folder importable, NumPy's print options restored."""
+    """A fresh figure folder, the lessons' folder importable, NumPy's print options restored; the
+    kernel switch the lessons set is undone afterwards (other tests choose their own)."""
     monkeypatch.setenv("MINIGEMMA_LESSONS_OUT", str(tmp_path))
+    monkeypatch.setenv("MINIGEMMA_KERNELS", "0")
     monkeypatch.syspath_prepend(str(lessons_dir()))
     printing = np.get_printoptions()
     yield tmp_path
