@@ -53,3 +53,18 @@ def test_help_on_every_command():
     for command in commands:
         sub = subprocess.run([sys.executable, "-m", "minigemma", command, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: minigemma " + command in sub.stdout
+
+
+def test_every_package_directory_ships():
+    """pyproject.toml lists its packages by name (the lessons live outside minigemma/ and install
+    as minigemma.lessons): a new subpackage left off the list would be missing from `pip install .`."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = {setuptools["package-dir"].get(name, name.replace(".", "/")): name for name in setuptools["packages"]}
+    for top in ("minigemma", "weights_tools", "lessons"):
+        for init in (root / top).rglob("__init__.py"):
+            package_dir = init.parent.relative_to(root).as_posix()
+            assert package_dir in listed, f"{package_dir} is a package but pyproject.toml's packages leave it out"
