@@ -20,6 +20,7 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,27 @@ DTYPES = {
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) -> float32: the 16 bits become the top half of the word."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@dataclass(frozen=True)
+class Bf16Matrix:
+    """A weight matrix kept as its stored bf16 bits (half the bytes of float32), usually a view of
+    the mapped file, widened only while it is used. `ops.linear` multiplies it with `linear`,
+    the bf16 matrix product the backend chose (`bf16.bf16_linear` or its Numba kernel)."""
+
+    bits: np.ndarray  # (out_features, in_features) uint16
+    linear: Callable  # (x (n, in), bits) -> x @ widened(bits).T, float32 (n, out)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.bits.shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.linear(x, self.bits)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows widened to float32: an embedding lookup reads only the rows it needs."""
+        return bf16_to_f32(self.bits[rows])
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,9 @@ class TensorSource:
 
     def __init__(self):
         self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
+        # how `matrix` holds bf16 weights: None widens them to float32 now; a bf16 matrix
+        # product (`Backend.bf16_linear`) keeps them as stored, as `Bf16Matrix`
+        self.bf16_linear: Callable | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.refs
@@ -147,6 +172,14 @@ class TensorSource:
     def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The tensor as a float32 array in memory."""
         ref = self.ref(name, shape)
+        return to_f32(self._stored(ref), ref.dtype)
+
+    def matrix(self, name: str, shape: tuple[int, ...]):
+        """A weight matrix for `ops.linear`: float32, or its bf16 bits kept as stored (`Bf16Matrix`)
+        when the tensor is bf16 and `bf16_linear` is set."""
+        ref = self.ref(name, shape)
+        if ref.dtype == "BF16" and self.bf16_linear is not None:
+            return Bf16Matrix(self._stored(ref), self.bf16_linear)
         return to_f32(self._stored(ref), ref.dtype)
 
     def nbytes(self) -> int:

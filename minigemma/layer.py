@@ -21,8 +21,6 @@ import numpy as np
 
 from .attention import (
     AttentionWeights,
-    attend,
-    attention_mask,
     load_attention,
     output_projection,
     project_keys_values,
@@ -30,6 +28,7 @@ from .attention import (
 )
 from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
+from .kernels import NUMPY, Backend
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
 from .norm import rms_norm
@@ -80,13 +79,15 @@ class ForwardContext:
     positions: absolute position of each input token (seq,); rope: (cos, sin) per layer type;
     shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
-    tap: called with (name, array) at every named step, for traces."""
+    tap: called with (name, array) at every named step, for traces;
+    backend: who runs the hot loops, the NumPy twins or the Numba kernels (`kernels/__init__.py`)."""
 
     positions: np.ndarray
     rope: dict
     shared_kv: dict = field(default_factory=dict)
     cache: list | None = None
     tap: object = _no_tap
+    backend: Backend = NUMPY
 
 
 def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap):
@@ -107,8 +108,9 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
         tap("v", v)
     tap("q", q)
     window = cfg.attention_window if spec.is_sliding else None
-    mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal)  # (seq, k_len)
-    out = output_projection(attend(q, k, v, mask), w)
+    # masks come from absolute positions (`attention.attention_mask`), cached keys included
+    o = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal)  # (seq, heads, head_dim)
+    out = output_projection(o, w)
     tap("out", out)
     return out
 
@@ -129,7 +131,8 @@ def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConf
     f = mlp(rms_norm(h, w.pre_feedforward_norm, eps), w.mlp, act)
     tap("mlp.out", f)
     if w.moe is not None:
-        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, lambda n, v: tap(f"moe.{n}", v))
+        moe_tap = lambda n, v: tap(f"moe.{n}", v)  # noqa: E731
+        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, moe_tap, ctx.backend.experts)
         tap("moe.out", f)
     h = residual + rms_norm(f, w.post_feedforward_norm, eps)
 

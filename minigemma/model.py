@@ -16,6 +16,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
+from .kernels import NUMPY, Backend, backend
 from .multimodal import merge_soft_tokens, placeholder_ids
 from .text import TextWeights, embed_tokens, load_text, text_forward
 
@@ -32,14 +33,19 @@ IGNORED = (
 class Model:
     """A loaded Gemma 4 checkpoint. Holds the config and float32 weights; no global state.
 
-    `vision` / `audio`: the encoder towers' weights when the checkpoint has them, else None."""
+    `vision` / `audio`: the encoder towers' weights when the checkpoint has them, else None;
+    `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`)."""
 
-    def __init__(self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None):
+    def __init__(
+        self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None,
+        backend: Backend = NUMPY,
+    ):
         self.config = config
         self.weights = weights
         self.path = path
         self.vision = vision
         self.audio = audio
+        self.backend = backend
 
     @property
     def text_config(self):
@@ -89,7 +95,7 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap)
+        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, backend=self.backend)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -137,19 +143,24 @@ def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.n
     return arr.astype(np.int64)
 
 
-def load(path: str | os.PathLike | None = None) -> Model:
-    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model."""
+def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> Model:
+    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model.
+
+    `kernels`: run the hot loops with the Numba kernels (and keep bf16 weights as stored) or with
+    the NumPy twins; None: the MINIGEMMA_KERNELS environment variable decides, default on."""
     if path is None:
         path = default_model_path()
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json)")
     config = load_config(path)
+    chosen = backend(kernels)
     ckpt = Checkpoint(path)
+    ckpt.bf16_linear = chosen.bf16_linear
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path)
+    return Model(config, weights, path, backend=chosen)
 
 
 def default_model_path() -> str:

@@ -102,12 +102,13 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     return out
 
 
-def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=None):
+def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=None, dispatch=experts):
     """Combine the shared expert (the dense MLP output `dense_out`) with the routed experts.
 
-    h: the pre-MLP residual (tokens, hidden), which both the router and the experts read."""
+    h: the pre-MLP residual (tokens, hidden), which both the router and the experts read;
+    dispatch: `experts` or its Numba twin (`kernels/moe.py`)."""
     _, top_k_weights, top_k_index = route(h, w.router, top_k, eps)
-    routed = experts(rms_norm(h, w.pre_norm, eps), top_k_index, top_k_weights, w.experts, act)
+    routed = dispatch(rms_norm(h, w.pre_norm, eps), top_k_index, top_k_weights, w.experts, act)
     if tap is not None:
         tap("router.top_k_index", top_k_index)
         tap("router.top_k_weights", top_k_weights)

@@ -1,0 +1,70 @@
+"""Numba kernels for the hot loops, and the one switch between them and their NumPy twins.
+
+| NumPy twin (the one to read)                       | kernel (the one to run)            |
+| -------------------------------------------------- | ---------------------------------- |
+| `attention.attend` + `attention.attention_mask`    | `kernels/attention.py`             |
+| `moe.experts`                                      | `kernels/moe.py`                   |
+| `bf16.bf16_linear` (widen a block, then BLAS)      | `kernels/bf16.py` (GEMV on bf16)   |
+
+The switch, in this order:
+
+    minigemma.load(path, kernels=False)        the argument wins;
+    MINIGEMMA_KERNELS=0 minigemma generate ...  else the environment variable (0 off, 1 on);
+                                                else kernels on.
+
+Both paths compute the same float32 values (tested to 1e-5 on the same inputs); the kernels are
+only faster. Importing minigemma imports no Numba: the kernels modules are imported, and compiled
+(or read from the on-disk cache), the first time a model that uses them runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..attention import attend_positions
+from ..moe import experts
+from ..errors import ConfigError
+
+ENV_VAR = "MINIGEMMA_KERNELS"
+# What the kernels let LLVM do: reassociate sums (so dot products vectorise) and fuse multiply-adds.
+# No assumption that values are finite: masked attention scores are -inf on purpose.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The implementations a forward pass calls for its hot loops."""
+
+    name: str
+    attend: Callable  # (q, k, v, q_pos, k_pos, window, causal) -> (q_len, heads, head_dim)
+    experts: Callable  # `moe.experts`' contract
+    # (x, bf16 bits (out, in)) -> x @ widened.T, which keeps bf16 weights as stored; None widens
+    # them to float32 at load, the faster choice when nothing reads bf16 directly (bf16.py)
+    bf16_linear: Callable | None
+
+
+NUMPY = Backend("numpy", attend_positions, experts, None)
+
+
+def kernels_enabled(flag: bool | None = None) -> bool:
+    """The switch: the argument if given, else $MINIGEMMA_KERNELS, else on."""
+    if flag is not None:
+        return bool(flag)
+    value = os.environ.get(ENV_VAR, "1").strip().lower()
+    if value not in ON + OFF:
+        raise ConfigError(f"{ENV_VAR}: expected one of {ON + OFF}, found {value!r}")
+    return value in ON
+
+
+def backend(flag: bool | None = None) -> Backend:
+    """`NUMPY`, or the Numba kernels when the switch says so."""
+    if not kernels_enabled(flag):
+        return NUMPY
+    from .attention import attend
+    from .bf16 import bf16_linear
+    from .moe import experts as fused_experts
+
+    return Backend("numba", attend, fused_experts, bf16_linear)

@@ -1,0 +1,128 @@
+"""Numba kernel for attention: the fused twin of `attention.attend` + `attention.attention_mask`.
+
+The NumPy version builds the whole (heads, q_len, k_len) score matrix and a (q_len, k_len) mask,
+which is O(seq^2) in time *and* memory: 16k tokens would need gigabytes of scores. This kernel
+never builds either. For each block of queries of one head it walks the visible keys in blocks,
+and keeps a running ("online") softmax, FlashAttention style:
+
+    m = running max of the scores seen so far, l = running sum of exp(score - m),
+    acc = running sum of exp(score - m) * value;
+    a new key block with max m' > m rescales l and acc by exp(m - m') and adds its own terms;
+    at the end, out = acc / l.
+
+* GQA: query head `h` indexes KV head `h // group` directly; K and V are never repeated.
+* Masks come from positions (`q_pos`, `k_pos`), exactly the rule of `attention.attention_mask`,
+  so the same kernel serves prefill (keys = the prompt, in order) and decoding (keys = a cache,
+  possibly a ring buffer whose slots are not in position order).
+* Sliding windows: when the keys are in position order, a binary search finds the few keys
+  inside the window of a query block, so a sliding layer costs O(seq * window), not O(seq^2).
+  Unordered (ring-buffer) keys are scanned whole, but a ring buffer holds only ~window keys.
+* Parallel over (query block, head) tasks with `prange`; float32 throughout; `cache=True`, so
+  the compilation is paid once per machine and then read from `__pycache__`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import FASTMATH
+
+NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
+QUERY_BLOCK = 16  # queries of one head that share a pass over their keys
+KEY_BLOCK = 64  # keys scored before each online-softmax rescale
+
+
+@njit(cache=True, inline="always")
+def _visible(dist, window, causal):
+    """`attention.attention_mask` for one (query, key) pair; dist = q_pos - k_pos."""
+    if causal:
+        return dist >= 0 and (window == NO_WINDOW or dist < window)
+    return window == NO_WINDOW or abs(dist) <= window
+
+
+@njit(cache=True)
+def _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal):
+    """[start, stop) of the keys that queries at positions q_lo..q_hi may see. Exact bounds
+    only for position-ordered keys; otherwise all keys (the mask still checks each)."""
+    n = k_pos.shape[0]
+    if not keys_sorted:
+        return 0, n
+    first, last = -(2**62), 2**62  # visible key positions, before the window narrows them
+    if causal:
+        last = q_hi
+        if window != NO_WINDOW:
+            first = q_lo - window + 1
+    elif window != NO_WINDOW:
+        first, last = q_lo - window, q_hi + window
+    return np.searchsorted(k_pos, first, side="left"), np.searchsorted(k_pos, last, side="right")
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _attend(q, k, v, q_pos, k_pos, window, causal, out):
+    q_len, n_heads, d = q.shape
+    group = n_heads // k.shape[1]
+    keys_sorted = True
+    for j in range(1, k_pos.shape[0]):
+        keys_sorted = keys_sorted and k_pos[j] > k_pos[j - 1]
+    n_blocks = (q_len + QUERY_BLOCK - 1) // QUERY_BLOCK
+    for task in prange(n_blocks * n_heads):
+        h = task % n_heads
+        kv = h // group
+        i0 = (task // n_heads) * QUERY_BLOCK
+        nq = min(QUERY_BLOCK, q_len - i0)
+        q_lo, q_hi = q_pos[i0], q_pos[i0]
+        for i in range(i0, i0 + nq):
+            q_lo, q_hi = min(q_lo, q_pos[i]), max(q_hi, q_pos[i])
+        start, stop = _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal)
+
+        m = np.full(nq, -np.inf, np.float32)  # running max score per query
+        l = np.zeros(nq, np.float32)  # running sum of exp(score - m)
+        acc = np.zeros((nq, d), np.float32)  # running sum of exp(score - m) * value
+        s = np.empty(KEY_BLOCK, np.float32)  # one query's scores against one key block
+        for j0 in range(start, stop, KEY_BLOCK):
+            nk = min(KEY_BLOCK, stop - j0)
+            for qi in range(nq):
+                i = i0 + qi
+                block_max = np.float32(-np.inf)
+                for jj in range(nk):
+                    j = j0 + jj
+                    if _visible(q_pos[i] - k_pos[j], window, causal):
+                        dot = np.float32(0.0)
+                        for c in range(d):
+                            dot += q[i, h, c] * k[j, kv, c]
+                        s[jj] = dot  # scaling 1.0: q/k norms already did the job
+                        block_max = max(block_max, dot)
+                    else:
+                        s[jj] = -np.inf
+                if block_max == -np.inf:
+                    continue  # nothing visible here for this query
+                m_new = max(m[qi], block_max)
+                rescale = np.exp(m[qi] - m_new)
+                l[qi] *= rescale
+                for c in range(d):
+                    acc[qi, c] *= rescale
+                m[qi] = m_new
+                for jj in range(nk):
+                    p = np.exp(s[jj] - m_new)
+                    if p > 0:
+                        l[qi] += p
+                        for c in range(d):
+                            acc[qi, c] += p * v[j0 + jj, kv, c]
+        for qi in range(nq):
+            for c in range(d):
+                out[i0 + qi, h, c] = acc[qi, c] / l[qi]  # 0/0 = NaN if no key was visible, as in NumPy
+
+
+def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np.ndarray:
+    """Masked grouped-query attention from positions, scaling 1.0.
+
+    q: (q_len, heads, d); k, v: (k_len, kv_heads, d); q_pos (q_len,), k_pos (k_len,): absolute
+    positions; window: sliding window or None -> (q_len, heads, d) float32. Equals
+    `attention.attend(q, k, v, attention.attention_mask(q_pos, k_pos, window, causal))`."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    out = np.empty_like(q)
+    q_pos = np.ascontiguousarray(q_pos, dtype=np.int64)
+    k_pos = np.ascontiguousarray(k_pos, dtype=np.int64)
+    _attend(q, k, v, q_pos, k_pos, NO_WINDOW if window is None else int(window), bool(causal), out)
+    return out
