@@ -262,8 +262,9 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
 def write_safetensors(path: str, tensors: dict, metadata: dict | None = None, dtype: str = "F32") -> None:
     """Write tensors to a safetensors file, one at a time (a huge checkpoint never sits in memory).
 
-    `tensors` maps name -> (shape, make) where `make()` returns the float32 values; `dtype` is
-    the stored type ("F32", "F16" or "BF16"). Integer arrays are stored as I64."""
+    `tensors` maps name -> (shape, make) where `make()` returns the float32 values, or an iterator
+    over consecutive blocks of their rows (a tensor too big to hold at once); `dtype` is the
+    stored type ("F32", "F16" or "BF16")."""
     header, layout, offset = {}, [], 0
     for name, (shape, make) in tensors.items():
         stored = dtype
@@ -279,9 +280,8 @@ def write_safetensors(path: str, tensors: dict, metadata: dict | None = None, dt
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, stored, make in layout:
-            values = np.asarray(make(), dtype=np.float32)
-            if stored == "BF16":
-                data = f32_to_bf16(values)
-            else:
-                data = values.astype(DTYPES[stored])
-            f.write(np.ascontiguousarray(data).tobytes())
+            values = make()
+            for block in [values] if isinstance(values, np.ndarray) else values:
+                block = np.asarray(block, dtype=np.float32)
+                data = f32_to_bf16(block) if stored == "BF16" else block.astype(DTYPES[stored])
+                f.write(np.ascontiguousarray(data).tobytes())
