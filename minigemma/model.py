@@ -130,12 +130,12 @@ def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.n
         arr = np.asarray(input_ids)
     except ValueError as e:  # ragged nested lists
         raise InputError(f"{name}: expected a rectangular array of token ids ({e})") from None
+    if arr.size == 0:
+        raise InputError(f"{name}: empty input, expected at least one token id")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{name}: expected integer token ids, found dtype {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise InputError(f"{name}: expected shape (seq,) or (batch, seq), found {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"{name}: empty input, expected at least one token id")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
