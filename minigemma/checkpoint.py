@@ -175,12 +175,16 @@ class TensorSource:
         return to_f32(self._stored(ref), ref.dtype)
 
     def matrix(self, name: str, shape: tuple[int, ...]):
-        """A weight matrix for `ops.linear`: float32, or its bf16 bits kept as stored (`Bf16Matrix`)
-        when the tensor is bf16 and `bf16_linear` is set."""
+        """A weight matrix for `ops.linear`, kept as stored whenever that costs nothing: float32
+        stays a view of the mapped file (no copy: pages are read when first used); bf16 stays its
+        bits (`Bf16Matrix`) when `bf16_linear` is set; anything else is widened to float32 now."""
         ref = self.ref(name, shape)
+        stored = self._stored(ref)
+        if stored.dtype == np.float32:
+            return stored
         if ref.dtype == "BF16" and self.bf16_linear is not None:
-            return Bf16Matrix(self._stored(ref), self.bf16_linear)
-        return to_f32(self._stored(ref), ref.dtype)
+            return Bf16Matrix(stored, self.bf16_linear)
+        return to_f32(stored, ref.dtype)
 
     def nbytes(self) -> int:
         return sum(ref.nbytes for ref in self.refs.values())

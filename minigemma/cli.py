@@ -9,6 +9,7 @@ prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -25,16 +26,24 @@ def add_model_flag(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------- info
 
 
+def add_kernels_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kernels", action=argparse.BooleanOptionalAction, default=None,
+        help="Numba kernels for the hot loops, bf16 weights kept as stored (default: $MINIGEMMA_KERNELS, else on)",
+    )
+
+
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint", description="Describe a checkpoint: architecture, sizes, memory.")
     add_model_flag(p)
+    add_kernels_flag(p)
     p.set_defaults(run=run_info)
 
 
 def run_info(args) -> int:
     from .model import load
 
-    model = load(args.model)
+    model = load(args.model, kernels=args.kernels)
     for line in describe(model):
         print(line)
     return 0
@@ -67,8 +76,23 @@ def describe(model) -> list[str]:
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
     resident, mapped = memory_bytes(model.weights)
-    lines.append(f"memory:      {resident / 2**20:.1f} MiB resident, {mapped / 2**20:.1f} MiB memory-mapped")
+    lines.append(
+        f"memory:      {resident / 2**20:.1f} MiB resident (arrays in memory), {mapped / 2**20:.1f} MiB memory-mapped "
+        f"(weights kept as stored in the file, read as used); process RSS now {rss_bytes() / 2**20:.1f} MiB"
+    )
+    lines.append(f"backend:     {model.backend.name} (--kernels / --no-kernels, or MINIGEMMA_KERNELS=1 / 0)")
     return lines
+
+
+def rss_bytes() -> int:
+    """This process's resident set now: the arrays in memory plus the mapped pages read so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not Linux: the peak instead
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def memory_bytes(weights) -> tuple[int, int]:
