@@ -133,14 +133,15 @@ def compile_kernels() -> dict:
     rng = np.random.default_rng(0)
     q, kv, pos = rng.standard_normal((3, 2, 4), dtype=np.float32), rng.standard_normal((3, 1, 4), dtype=np.float32), np.arange(3)
     w = ExpertWeights(rng.standard_normal((4, 6, 5), dtype=np.float32), rng.standard_normal((4, 5, 3), dtype=np.float32))
-    bits = rng.integers(0, 2**14, (7, 5)).astype(np.uint16)
-    bits.setflags(write=False)  # as a view of the mapped file is
     x = rng.standard_normal((20, 5), dtype=np.float32)
+    bits, w32 = rng.integers(0, 2**14, (7, 5)).astype(np.uint16), x[:7].copy()  # bf16 and float32 weights
+    bits.setflags(write=False)  # read-only, as views of the mapped file are
+    w32.setflags(write=False)
     index, weights = np.array([[0, 2]] * 20), np.ones((20, 2), np.float32)
     calls = {
         "attention": lambda: kernels.attend(q, kv, kv, pos, pos, 2, True),
         "experts": lambda: (kernels.experts(x[:1], index[:1], weights[:1], w, gelu_tanh), kernels.experts(x, index, weights, w, gelu_tanh)),
-        "bf16": lambda: (kernels.bf16_linear(x[:1], bits), kernels.bf16_linear(x, bits)),
+        "linear": lambda: (kernels.linear(x[:1], bits), kernels.linear(x, bits), kernels.linear(x[:1], w32)),
     }
     seconds = {name: _timed(call) for name, call in calls.items()}
     return {"engine": "compile", "seconds": seconds, "total_s": sum(seconds.values())}

@@ -45,7 +45,7 @@ def decode_values(model) -> tuple[int, int]:
     """(weight values, stored bytes) one decode step of `model` reads: every layer matrix, the
     head (the tied embedding, read whole), the PLE projection; top-k of n experts; of the
     embedding and the PLE table only one row each, which is negligible."""
-    from minigemma.checkpoint import Bf16Matrix
+    from minigemma.checkpoint import StoredMatrix
     from minigemma.moe import ExpertWeights
 
     cfg, w = model.config.text, model.weights
@@ -54,8 +54,8 @@ def decode_values(model) -> tuple[int, int]:
     stack = [(w.layers, 1.0), (w.lm_head, 1.0)] + ([(w.ple.model_projection, 1.0)] if w.ple else [])
     while stack:
         obj, share = stack.pop()
-        if isinstance(obj, Bf16Matrix):
-            obj = obj.bits
+        if isinstance(obj, StoredMatrix):
+            obj = obj.stored
         if hasattr(obj, "nbytes") and hasattr(obj, "size"):
             if id(obj) not in seen:
                 seen.add(id(obj))

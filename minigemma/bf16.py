@@ -6,7 +6,7 @@ the memory: E2B's ~2.6 G matrix values (its embedding table included) take 5.2 G
 matrix can stay as its stored bits, a view of the memory-mapped file, and be widened block by
 block while it multiplies: the float32 copy never exceeds one block of rows.
 
-This NumPy version is the readable twin of `kernels/bf16.py`, whose GEMV reads the bf16 bits
+This NumPy version is the readable twin of `kernels/linear.py`, whose GEMV reads the bf16 bits
 directly for the few rows of a decoding step. The NumPy backend itself widens at load (see
 `kernels/__init__.py`): re-widening every matrix for every token would make decoding slower.
 """

@@ -51,24 +51,25 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Bf16Matrix:
-    """A weight matrix kept as its stored bf16 bits (half the bytes of float32), usually a view of
-    the mapped file, widened only while it is used. `ops.linear` multiplies it with `linear`,
-    the bf16 matrix product the backend chose (`bf16.bf16_linear` or its Numba kernel)."""
+class StoredMatrix:
+    """A weight matrix kept as stored in the file (float32, or bf16 bits: half the bytes), usually
+    a view of the mapped file, together with the matrix product that reads that storage directly
+    (`Backend.linear`, e.g. the Numba GEMV of `kernels/linear.py`). `ops.linear` multiplies it."""
 
-    bits: np.ndarray  # (out_features, in_features) uint16
-    linear: Callable  # (x (n, in), bits) -> x @ widened(bits).T, float32 (n, out)
+    stored: np.ndarray  # (out_features, in_features): float32, or bf16 bits as uint16
+    linear: Callable  # (x (n, in), stored) -> x @ W.T, float32 (n, out)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.bits.shape
+        return self.stored.shape
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return self.linear(x, self.bits)
+        return self.linear(x, self.stored)
 
     def __getitem__(self, rows) -> np.ndarray:
-        """Rows widened to float32: an embedding lookup reads only the rows it needs."""
-        return bf16_to_f32(self.bits[rows])
+        """Rows as float32: an embedding lookup reads only the rows it needs."""
+        values = self.stored[rows]
+        return bf16_to_f32(values) if values.dtype == DTYPES["BF16"] else np.array(values, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,9 @@ class TensorSource:
 
     def __init__(self):
         self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
-        # how `matrix` holds bf16 weights: None widens them to float32 now; a bf16 matrix
-        # product (`Backend.bf16_linear`) keeps them as stored, as `Bf16Matrix`
-        self.bf16_linear: Callable | None = None
+        # how `matrix` holds weights: None, as float32 arrays (bf16 widened now); a matrix product
+        # that reads float32 and bf16 directly (`Backend.linear`): as stored, in `StoredMatrix`
+        self.linear: Callable | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.refs
@@ -175,15 +176,15 @@ class TensorSource:
         return to_f32(self._stored(ref), ref.dtype)
 
     def matrix(self, name: str, shape: tuple[int, ...]):
-        """A weight matrix for `ops.linear`, kept as stored whenever that costs nothing: float32
-        stays a view of the mapped file (no copy: pages are read when first used); bf16 stays its
-        bits (`Bf16Matrix`) when `bf16_linear` is set; anything else is widened to float32 now."""
+        """A weight matrix for `ops.linear`, kept as stored whenever that costs nothing: with a
+        `linear` that reads it, float32 or bf16 as a `StoredMatrix`; without, float32 as a view
+        of the mapped file (no copy: pages are read when first used), anything else widened now."""
         ref = self.ref(name, shape)
         stored = self._stored(ref)
+        if self.linear is not None and ref.dtype in ("F32", "BF16") and stored.dtype in (DTYPES["F32"], DTYPES["BF16"]):
+            return StoredMatrix(stored, self.linear)
         if stored.dtype == np.float32:
             return stored
-        if ref.dtype == "BF16" and self.bf16_linear is not None:
-            return Bf16Matrix(stored, self.bf16_linear)
         return to_f32(stored, ref.dtype)
 
     def nbytes(self) -> int:

@@ -146,7 +146,7 @@ def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.n
 def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> Model:
     """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model.
 
-    `kernels`: run the hot loops with the Numba kernels (and keep bf16 weights as stored) or with
+    `kernels`: run the hot loops with the Numba kernels (and keep weights as stored) or with
     the NumPy twins; None: the MINIGEMMA_KERNELS environment variable decides, default on."""
     if path is None:
         path = default_model_path()
@@ -156,7 +156,7 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
     config = load_config(path)
     chosen = backend(kernels)
     ckpt = Checkpoint(path)
-    ckpt.bf16_linear = chosen.bf16_linear
+    ckpt.linear = chosen.linear
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
     _check_unexpected(ckpt, config)

@@ -17,8 +17,8 @@ GELU_TANH_CUBIC = np.float32(0.044715)
 def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
     """`x @ weight.T (+ bias)`, weights stored as PyTorch stores them: (out_features, in_features).
 
-    `weight` is a float32 array, or a `checkpoint.Bf16Matrix` (bf16 kept as stored, see `bf16.py`),
-    which multiplies itself."""
+    `weight` is a float32 array, or a `checkpoint.StoredMatrix` (float32 or bf16 kept as stored,
+    with the Numba kernels), which multiplies itself."""
     y = x @ weight.T if isinstance(weight, np.ndarray) else weight.apply(x)
     return y if bias is None else y + bias
 

@@ -1,7 +1,7 @@
 """The Numba kernels against their NumPy twins, on the same hypothesis-drawn inputs (1e-5):
 attention (window edges, GQA ratios, head dims, decode against a ring-ordered cache), expert
-dispatch (empty experts, one token, every activation) and bf16 matrix products; and the switch
-that picks one or the other. The twins themselves are checked against the reference in
+dispatch (empty experts, one token, every activation) and matrix products on float32 and bf16
+weights, each parallel and single-threaded; and the switch that picks kernels or twins. The twins themselves are checked against the reference in
 test_attention.py / test_mlp_moe.py, and whole models with kernels in test_model.py."""
 
 import os
@@ -19,7 +19,8 @@ from minigemma.bf16 import bf16_linear
 from minigemma.checkpoint import bf16_to_f32, f32_to_bf16
 from minigemma.kernels import ENV_VAR, NUMPY, backend, kernels_enabled
 from minigemma.kernels import attention as fused_attention
-from minigemma.kernels import bf16 as fused_bf16
+from minigemma.kernels import linear as fused_linear
+from minigemma.kernels import threads
 from minigemma.kernels import moe as fused_moe
 from minigemma.moe import ExpertWeights, experts
 from minigemma.ops import ACTIVATIONS
@@ -130,20 +131,38 @@ def test_group_by_expert_is_a_stable_counting_sort():
 
 
 @given(
-    rows=st.sampled_from([1, 2, fused_bf16.GEMV_MAX_ROWS, fused_bf16.GEMV_MAX_ROWS + 1, 40]),
-    out=st.sampled_from([1, 7, 64, fused_bf16.BLOCK_ROWS + 3]),
+    rows=st.sampled_from([1, 2, fused_linear.GEMV_MAX_ROWS, fused_linear.GEMV_MAX_ROWS + 1, 40]),
+    out=st.sampled_from([1, 7, 64, fused_linear.BLOCK_ROWS + 3]),
     inner=st.sampled_from([1, 5, 32, 200]),
     seed=st.integers(0, 2**16),
 )
-def test_bf16_kernel_matches_twin_and_widened_product(rows, out, inner, seed):
-    """The GEMV (few rows) and the block-widening path (many rows) both equal the NumPy twin and
-    the product with the matrix widened whole."""
+def test_linear_kernel_matches_twins_on_float32_and_bf16(rows, out, inner, seed):
+    """The GEMV (few rows) and BLAS / block widening (many rows), on float32 weights and on bf16
+    bits, equal `x @ W.T` and the NumPy bf16 twin."""
     rng = np.random.default_rng(seed)
-    bits = f32_to_bf16(normal(rng, out, inner))
-    x = normal(rng, rows, inner)
+    w, x = normal(rng, out, inner), normal(rng, rows, inner)
+    np.testing.assert_allclose(fused_linear.linear(x, w), x @ w.T, **TOL)
+    bits = f32_to_bf16(w)
     expected = x @ bf16_to_f32(bits).T
     np.testing.assert_allclose(bf16_linear(x, bits), expected, **TOL)
-    np.testing.assert_allclose(fused_bf16.bf16_linear(x, bits), expected, **TOL)
+    np.testing.assert_allclose(fused_linear.linear(x, bits), expected, **TOL)
+
+
+@pytest.mark.parametrize("min_work", [0, 2**62])
+def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, min_work):
+    """Every kernel runs parallel for big work and on the calling thread for small work
+    (`threads.PARALLEL_MIN_WORK`): force each way on the same inputs."""
+    monkeypatch.setattr(threads, "PARALLEL_MIN_WORK", min_work)
+    rng = np.random.default_rng(7)
+    q, k, v, pos = normal(rng, 37, 4, 16), normal(rng, 37, 2, 16), normal(rng, 37, 2, 16), np.arange(37)
+    np.testing.assert_allclose(fused_attention.attend(q, k, v, pos, pos, 5), attend_positions(q, k, v, pos, pos, 5), **TOL)
+    w = ExpertWeights(normal(rng, 3, 12, 8), normal(rng, 3, 8, 6))
+    x, index, weights = normal(rng, 1, 8), np.array([[2, 0]]), np.array([[0.3, 0.7]], np.float32)
+    gelu = ACTIVATIONS["gelu_pytorch_tanh"]
+    np.testing.assert_allclose(fused_moe.experts(x, index, weights, w, gelu), experts(x, index, weights, w, gelu), **TOL)
+    bits, x = f32_to_bf16(normal(rng, 1100, 24)), normal(rng, 20, 24)
+    np.testing.assert_allclose(fused_linear.linear(x[:3], bits), bf16_linear(x[:3], bits), **TOL)
+    np.testing.assert_allclose(fused_linear.linear(x, bits), bf16_linear(x, bits), **TOL)
 
 
 def test_switch_argument_then_environment_then_on(monkeypatch):
@@ -152,7 +171,7 @@ def test_switch_argument_then_environment_then_on(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "0")
     assert backend() is NUMPY and backend(True).name == "numba"
     monkeypatch.setenv(ENV_VAR, "1")
-    assert backend(False) is NUMPY and backend().bf16_linear is fused_bf16.bf16_linear
+    assert backend(False) is NUMPY and backend().linear is fused_linear.linear and NUMPY.linear is None
     monkeypatch.setenv(ENV_VAR, "maybe")
     with pytest.raises(ConfigError, match=ENV_VAR):
         backend()

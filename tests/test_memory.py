@@ -15,7 +15,7 @@ from test_model import EVERYTHING_ON
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig
 
 import minigemma
-from minigemma.checkpoint import Bf16Matrix
+from minigemma.checkpoint import StoredMatrix
 from minigemma.cli import memory_bytes
 from minigemma.config import config_from_dict
 from minigemma.text import text_forward
@@ -53,15 +53,16 @@ def test_kernels_and_twins_give_the_reference_logits(tmp_path_factory, kwargs, b
 
 
 def test_weights_stay_as_stored_when_that_is_cheaper(tmp_path):
-    """bf16 matrices: kept as their bits, views of the mapped file, with kernels; widened at load
-    without. float32 matrices: views of the file either way. Norm vectors: float32 in memory."""
+    """With kernels, matrices stay as stored, views of the mapped file: bf16 bits, or float32.
+    Without, bf16 is widened at load and float32 stays a view. Norm vectors: float32 in memory."""
     ref = reference_text_model(EVERYTHING_ON, "causal", seed=1)
     ref.save_pretrained(tmp_path / "f32")
     ref.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     fast = minigemma.load(tmp_path / "bf16", kernels=True)
     layer = fast.weights.layers[0]
-    assert isinstance(layer.mlp.up_proj, Bf16Matrix) and maps_a_file(layer.mlp.up_proj.bits)
-    assert isinstance(fast.weights.lm_head, Bf16Matrix) and fast.weights.lm_head is fast.weights.embed  # tied
+    assert isinstance(layer.mlp.up_proj, StoredMatrix) and maps_a_file(layer.mlp.up_proj.stored)
+    assert layer.mlp.up_proj.stored.dtype == np.uint16  # bf16 bits
+    assert isinstance(fast.weights.lm_head, StoredMatrix) and fast.weights.lm_head is fast.weights.embed  # tied
     assert layer.input_norm.dtype == np.float32 and not maps_a_file(layer.input_norm)
     plain = minigemma.load(tmp_path / "bf16", kernels=False)
     assert plain.weights.layers[0].mlp.up_proj.dtype == np.float32
@@ -69,9 +70,10 @@ def test_weights_stay_as_stored_when_that_is_cheaper(tmp_path):
     # what kernels keep mapped as bf16, the twins hold widened in memory: twice the bytes
     assert fast_mapped > plain_mapped > 0  # the PLE table is mapped either way
     assert plain_resident - fast_resident == 2 * (fast_mapped - plain_mapped)
-    for kernels in (True, False):
-        f32 = minigemma.load(tmp_path / "f32", kernels=kernels).weights.layers[0]
-        assert f32.mlp.down_proj.dtype == np.float32 and maps_a_file(f32.mlp.down_proj)
+    f32 = minigemma.load(tmp_path / "f32", kernels=True).weights.layers[0].mlp.down_proj
+    assert f32.stored.dtype == np.float32 and maps_a_file(f32.stored)
+    f32 = minigemma.load(tmp_path / "f32", kernels=False).weights.layers[0].mlp.down_proj
+    assert f32.dtype == np.float32 and maps_a_file(f32)
 
 
 @pytest.mark.parametrize("kernels", [True, False])

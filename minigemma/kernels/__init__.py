@@ -4,7 +4,7 @@
 | -------------------------------------------------- | ---------------------------------- |
 | `attention.attend` + `attention.attention_mask`    | `kernels/attention.py`             |
 | `moe.experts`                                      | `kernels/moe.py`                   |
-| `bf16.bf16_linear` (widen a block, then BLAS)      | `kernels/bf16.py` (GEMV on bf16)   |
+| `x @ W.T`; `bf16.bf16_linear` (widen, then BLAS)   | `kernels/linear.py` (GEMV on f32 / bf16) |
 
 The switch, in this order:
 
@@ -41,9 +41,10 @@ class Backend:
     name: str
     attend: Callable  # (q, k, v, q_pos, k_pos, window, causal) -> (q_len, heads, head_dim)
     experts: Callable  # `moe.experts`' contract
-    # (x, bf16 bits (out, in)) -> x @ widened.T, which keeps bf16 weights as stored; None widens
-    # them to float32 at load, the faster choice when nothing reads bf16 directly (bf16.py)
-    bf16_linear: Callable | None
+    # (x, W (out, in) as stored: float32 or bf16 bits) -> x @ W.T, which keeps weights as stored
+    # (`checkpoint.StoredMatrix`); None: plain float32 arrays and `x @ W.T`, bf16 widened at
+    # load, the faster choice when nothing reads bf16 directly (see bf16.py)
+    linear: Callable | None
 
 
 NUMPY = Backend("numpy", attend_positions, experts, None)
@@ -64,7 +65,7 @@ def backend(flag: bool | None = None) -> Backend:
     if not kernels_enabled(flag):
         return NUMPY
     from .attention import attend
-    from .bf16 import bf16_linear
+    from .linear import linear
     from .moe import experts as fused_experts
 
-    return Backend("numba", attend, fused_experts, bf16_linear)
+    return Backend("numba", attend, fused_experts, linear)

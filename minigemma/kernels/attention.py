@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
+from .threads import threads_for
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
 QUERY_BLOCK = 16  # queries of one head that share a pass over their keys
@@ -124,5 +125,8 @@ def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np
     out = np.empty_like(q)
     q_pos = np.ascontiguousarray(q_pos, dtype=np.int64)
     k_pos = np.ascontiguousarray(k_pos, dtype=np.int64)
-    _attend(q, k, v, q_pos, k_pos, NO_WINDOW if window is None else int(window), bool(causal), out)
+    window = NO_WINDOW if window is None else int(window)
+    keys_seen = k.shape[0] if window == NO_WINDOW else min(k.shape[0], window + QUERY_BLOCK)  # per query, about
+    with threads_for(q.shape[0] * q.shape[1] * keys_seen * q.shape[2]):
+        _attend(q, k, v, q_pos, k_pos, window, bool(causal), out)
     return out

@@ -16,13 +16,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..ops import gelu_tanh, relu, silu
+from ..ops import GELU_TANH_CUBIC, SQRT_2_OVER_PI, gelu_tanh, relu, silu
 from . import FASTMATH
+from .threads import threads_for
 
 GELU_TANH, SILU, RELU = 0, 1, 2
 ACTIVATION_CODES = {gelu_tanh: GELU_TANH, silu: SILU, relu: RELU}
-SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
-GELU_TANH_CUBIC = np.float32(0.044715)
 
 
 @njit(cache=True, inline="always")
@@ -80,7 +79,8 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     top_k_weights = np.ascontiguousarray(top_k_weights, dtype=np.float32)
     out = np.zeros_like(x)
     if x.shape[0] == 1 and act in ACTIVATION_CODES:
-        _one_token(x[0], top_k_index[0], top_k_weights[0], w.gate_up_proj, w.down_proj, ACTIVATION_CODES[act], out[0])
+        with threads_for(top_k_index.size * w.gate_up_proj[0].size * 3 // 2):  # gate, up, down per expert
+            _one_token(x[0], top_k_index[0], top_k_weights[0], w.gate_up_proj, w.down_proj, ACTIVATION_CODES[act], out[0])
         return out
     k = top_k_index.shape[1]
     pairs, starts = group_by_expert(top_k_index, w.gate_up_proj.shape[0])
