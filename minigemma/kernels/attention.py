@@ -17,17 +17,16 @@ and keeps a running ("online") softmax, FlashAttention style:
 * Sliding windows: when the keys are in position order, a binary search finds the few keys
   inside the window of a query block, so a sliding layer costs O(seq * window), not O(seq^2).
   Unordered (ring-buffer) keys are scanned whole, but a ring buffer holds only ~window keys.
-* Parallel over (query block, head) tasks with `prange`; float32 throughout; `cache=True`, so
+* Parallel over (query block, head) tasks with `prange` (`threads.py`); float32 throughout; `cache=True`, so
   the compilation is paid once per machine and then read from `__pycache__`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from . import FASTMATH
-from .threads import threads_for
+from .threads import pick, serial_and_parallel
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
 QUERY_BLOCK = 16  # queries of one head that share a pass over their keys
@@ -59,60 +58,76 @@ def _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal):
     return np.searchsorted(k_pos, first, side="left"), np.searchsorted(k_pos, last, side="right")
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _attend(q, k, v, q_pos, k_pos, window, causal, out):
-    q_len, n_heads, d = q.shape
-    group = n_heads // k.shape[1]
-    keys_sorted = True
-    for j in range(1, k_pos.shape[0]):
-        keys_sorted = keys_sorted and k_pos[j] > k_pos[j - 1]
-    n_blocks = (q_len + QUERY_BLOCK - 1) // QUERY_BLOCK
-    for task in prange(n_blocks * n_heads):
-        h = task % n_heads
-        kv = h // group
-        i0 = (task // n_heads) * QUERY_BLOCK
-        nq = min(QUERY_BLOCK, q_len - i0)
-        q_lo, q_hi = q_pos[i0], q_pos[i0]
-        for i in range(i0, i0 + nq):
-            q_lo, q_hi = min(q_lo, q_pos[i]), max(q_hi, q_pos[i])
-        start, stop = _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal)
+@njit(cache=True, inline="always")
+def _scores(q, k, q_pos, k_pos, i, h, kv, j0, nk, window, causal, s):
+    """Scores of query i, head h against keys j0 .. j0+nk into s (-inf where masked); their max."""
+    block_max = np.float32(-np.inf)
+    for jj in range(nk):
+        j = j0 + jj
+        s[jj] = -np.inf
+        if _visible(q_pos[i] - k_pos[j], window, causal):
+            dot = np.float32(0.0)
+            for c in range(q.shape[2]):
+                dot += q[i, h, c] * k[j, kv, c]
+            s[jj] = dot  # scaling 1.0: the q/k norms already did the job
+            block_max = max(block_max, dot)
+    return block_max
 
-        m = np.full(nq, -np.inf, np.float32)  # running max score per query
-        l = np.zeros(nq, np.float32)  # running sum of exp(score - m)
-        acc = np.zeros((nq, d), np.float32)  # running sum of exp(score - m) * value
-        s = np.empty(KEY_BLOCK, np.float32)  # one query's scores against one key block
-        for j0 in range(start, stop, KEY_BLOCK):
-            nk = min(KEY_BLOCK, stop - j0)
+
+@njit(cache=True, inline="always")
+def _absorb(s, block_max, v, j0, nk, kv, m, l, acc):
+    """Online softmax: fold one key block's scores s (max block_max) into one query's running
+    max m[0], sum l[0] and weighted values acc (d,)."""
+    m_new = max(m[0], block_max)
+    rescale = np.exp(m[0] - m_new)  # the old terms were relative to the old max
+    l[0] *= rescale
+    for c in range(acc.shape[0]):
+        acc[c] *= rescale
+    m[0] = m_new
+    for jj in range(nk):
+        p = np.exp(s[jj] - m_new)
+        if p > 0:
+            l[0] += p
+            for c in range(acc.shape[0]):
+                acc[c] += p * v[j0 + jj, kv, c]
+
+
+def _attend(loop):
+    def attend(q, k, v, q_pos, k_pos, window, causal, out):
+        q_len, n_heads, d = q.shape
+        group = n_heads // k.shape[1]
+        keys_sorted = True
+        for j in range(1, k_pos.shape[0]):
+            keys_sorted = keys_sorted and k_pos[j] > k_pos[j - 1]
+        n_blocks = (q_len + QUERY_BLOCK - 1) // QUERY_BLOCK
+        for task in loop(n_blocks * n_heads):  # one task: a block of queries of one head
+            h = task % n_heads
+            kv = h // group  # GQA: the KV head this query head reads
+            i0 = (task // n_heads) * QUERY_BLOCK
+            nq = min(QUERY_BLOCK, q_len - i0)
+            q_lo, q_hi = q_pos[i0], q_pos[i0]
+            for i in range(i0, i0 + nq):
+                q_lo, q_hi = min(q_lo, q_pos[i]), max(q_hi, q_pos[i])
+            start, stop = _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal)
+
+            m = np.full((nq, 1), -np.inf, np.float32)  # running max score per query
+            l = np.zeros((nq, 1), np.float32)  # running sum of exp(score - m)
+            acc = np.zeros((nq, d), np.float32)  # running sum of exp(score - m) * value
+            s = np.empty(KEY_BLOCK, np.float32)  # one query's scores against one key block
+            for j0 in range(start, stop, KEY_BLOCK):  # the block's keys stay in cache across its queries
+                nk = min(KEY_BLOCK, stop - j0)
+                for qi in range(nq):
+                    block_max = _scores(q, k, q_pos, k_pos, i0 + qi, h, kv, j0, nk, window, causal, s)
+                    if block_max > -np.inf:  # else nothing here is visible to this query
+                        _absorb(s, block_max, v, j0, nk, kv, m[qi], l[qi], acc[qi])
             for qi in range(nq):
-                i = i0 + qi
-                block_max = np.float32(-np.inf)
-                for jj in range(nk):
-                    j = j0 + jj
-                    if _visible(q_pos[i] - k_pos[j], window, causal):
-                        dot = np.float32(0.0)
-                        for c in range(d):
-                            dot += q[i, h, c] * k[j, kv, c]
-                        s[jj] = dot  # scaling 1.0: q/k norms already did the job
-                        block_max = max(block_max, dot)
-                    else:
-                        s[jj] = -np.inf
-                if block_max == -np.inf:
-                    continue  # nothing visible here for this query
-                m_new = max(m[qi], block_max)
-                rescale = np.exp(m[qi] - m_new)
-                l[qi] *= rescale
                 for c in range(d):
-                    acc[qi, c] *= rescale
-                m[qi] = m_new
-                for jj in range(nk):
-                    p = np.exp(s[jj] - m_new)
-                    if p > 0:
-                        l[qi] += p
-                        for c in range(d):
-                            acc[qi, c] += p * v[j0 + jj, kv, c]
-        for qi in range(nq):
-            for c in range(d):
-                out[i0 + qi, h, c] = acc[qi, c] / l[qi]  # 0/0 = NaN if no key was visible, as in NumPy
+                    out[i0 + qi, h, c] = acc[qi, c] / l[qi, 0]  # 0/0 = NaN if no key was visible, as in NumPy
+
+    return attend
+
+
+ATTEND = serial_and_parallel(_attend)
 
 
 def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np.ndarray:
@@ -127,6 +142,6 @@ def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np
     k_pos = np.ascontiguousarray(k_pos, dtype=np.int64)
     window = NO_WINDOW if window is None else int(window)
     keys_seen = k.shape[0] if window == NO_WINDOW else min(k.shape[0], window + QUERY_BLOCK)  # per query, about
-    with threads_for(q.shape[0] * q.shape[1] * keys_seen * q.shape[2]):
-        _attend(q, k, v, q_pos, k_pos, window, bool(causal), out)
+    kernel = pick(ATTEND, q.shape[0] * q.shape[1] * keys_seen * q.shape[2])
+    kernel(q, k, v, q_pos, k_pos, window, bool(causal), out)
     return out

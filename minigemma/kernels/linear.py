@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import types
 from numba.extending import intrinsic, overload
 
-from . import FASTMATH
-from .threads import threads_for
+from .threads import pick, serial_and_parallel
 
 GEMV_MAX_ROWS = 8  # up to this many rows of x, the weights are streamed once by the GEMV
 BLOCK_ROWS = 1024  # prefill: bf16 weight rows widened at a time (a few MB of float32)
@@ -49,22 +48,29 @@ def _value(stored):
     return lambda stored: _as_float32(np.uint32(stored) << np.uint32(16))
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _gemv(x, w, out):
-    """out (n, rows) = x (n, cols) @ value(w (rows, cols)).T, each weight row read once."""
-    for r in prange(w.shape[0]):
-        for t in range(x.shape[0]):  # the row stays in L1 while each x row passes over it
-            acc = np.float32(0.0)
-            for c in range(w.shape[1]):
-                acc += value(w[r, c]) * x[t, c]
-            out[t, r] = acc
+def _gemv(loop):
+    def gemv(x, w, out):
+        """out (n, rows) = x (n, cols) @ value(w (rows, cols)).T, each weight row read once."""
+        for r in loop(w.shape[0]):
+            for t in range(x.shape[0]):  # the row stays in L1 while each x row passes over it
+                acc = np.float32(0.0)
+                for c in range(w.shape[1]):
+                    acc += value(w[r, c]) * x[t, c]
+                out[t, r] = acc
+
+    return gemv
 
 
-@njit(parallel=True, cache=True)
-def _widen_block(bits, out):
-    for r in prange(bits.shape[0]):
-        for c in range(bits.shape[1]):
-            out[r, c] = value(bits[r, c])
+def _widen_block(loop):
+    def widen_block(bits, out):
+        for r in loop(bits.shape[0]):
+            for c in range(bits.shape[1]):
+                out[r, c] = value(bits[r, c])
+
+    return widen_block
+
+
+GEMV, WIDEN_BLOCK = serial_and_parallel(_gemv), serial_and_parallel(_widen_block, fastmath=False)
 
 
 def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
@@ -72,8 +78,7 @@ def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] <= GEMV_MAX_ROWS:
         out = np.empty((x.shape[0], stored.shape[0]), np.float32)
-        with threads_for(x.shape[0] * stored.size):
-            _gemv(x, stored, out)
+        pick(GEMV, x.shape[0] * stored.size)(x, stored, out)
         return out
     if stored.dtype != BF16_BITS:
         return x @ stored.T
@@ -81,7 +86,6 @@ def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
     block = np.empty((min(BLOCK_ROWS, stored.shape[0]), stored.shape[1]), np.float32)
     for r0 in range(0, stored.shape[0], BLOCK_ROWS):
         rows = stored[r0 : r0 + BLOCK_ROWS]
-        with threads_for(rows.size):
-            _widen_block(rows, block[: len(rows)])
+        pick(WIDEN_BLOCK, rows.size)(rows, block[: len(rows)])
         out[:, r0 : r0 + len(rows)] = x @ block[: len(rows)].T
     return out

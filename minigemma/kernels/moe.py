@@ -14,11 +14,10 @@ time the cost is Python overhead and weight bytes, not FLOPs, and this path has 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..ops import GELU_TANH_CUBIC, SQRT_2_OVER_PI, gelu_tanh, relu, silu
-from . import FASTMATH
-from .threads import threads_for
+from .threads import pick, serial_and_parallel
 
 GELU_TANH, SILU, RELU = 0, 1, 2
 ACTIVATION_CODES = {gelu_tanh: GELU_TANH, silu: SILU, relu: RELU}
@@ -51,25 +50,30 @@ def group_by_expert(top_k_index, n_experts):
     return pairs, starts
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _one_token(x, top_k_index, top_k_weights, gate_up, down, act, out):
-    """x (hidden,) through its k experts: out (hidden,) += sum_s weight_s * expert_s(x)."""
-    inter = down.shape[2]
-    hidden = np.empty(inter, np.float32)
-    for s in range(top_k_index.shape[0]):
-        e = top_k_index[s]
-        for r in prange(inter):  # gate row r and up row r, fused with the activation
-            g = np.float32(0.0)
-            u = np.float32(0.0)
-            for c in range(x.shape[0]):
-                g += gate_up[e, r, c] * x[c]
-                u += gate_up[e, inter + r, c] * x[c]
-            hidden[r] = _activate(g, act) * u
-        for o in prange(out.shape[0]):
-            y = np.float32(0.0)
-            for c in range(inter):
-                y += down[e, o, c] * hidden[c]
-            out[o] += top_k_weights[s] * y
+def _one_token(loop):
+    def one_token(x, top_k_index, top_k_weights, gate_up, down, act, out):
+        """x (hidden,) through its k experts: out (hidden,) += sum_s weight_s * expert_s(x)."""
+        inter = down.shape[2]
+        hidden = np.empty(inter, np.float32)
+        for s in range(top_k_index.shape[0]):
+            e = top_k_index[s]
+            for r in loop(inter):  # gate row r and up row r, fused with the activation
+                g = np.float32(0.0)
+                u = np.float32(0.0)
+                for c in range(x.shape[0]):
+                    g += gate_up[e, r, c] * x[c]
+                    u += gate_up[e, inter + r, c] * x[c]
+                hidden[r] = _activate(g, act) * u
+            for o in loop(out.shape[0]):
+                y = np.float32(0.0)
+                for c in range(inter):
+                    y += down[e, o, c] * hidden[c]
+                out[o] += top_k_weights[s] * y
+
+    return one_token
+
+
+ONE_TOKEN = serial_and_parallel(_one_token)
 
 
 def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w, act) -> np.ndarray:
@@ -79,8 +83,9 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     top_k_weights = np.ascontiguousarray(top_k_weights, dtype=np.float32)
     out = np.zeros_like(x)
     if x.shape[0] == 1 and act in ACTIVATION_CODES:
-        with threads_for(top_k_index.size * w.gate_up_proj[0].size * 3 // 2):  # gate, up, down per expert
-            _one_token(x[0], top_k_index[0], top_k_weights[0], w.gate_up_proj, w.down_proj, ACTIVATION_CODES[act], out[0])
+        work = top_k_index.size * w.gate_up_proj[0].size * 3 // 2  # gate, up and down of k experts
+        kernel = pick(ONE_TOKEN, work)
+        kernel(x[0], top_k_index[0], top_k_weights[0], w.gate_up_proj, w.down_proj, ACTIVATION_CODES[act], out[0])
         return out
     k = top_k_index.shape[1]
     pairs, starts = group_by_expert(top_k_index, w.gate_up_proj.shape[0])

@@ -2,29 +2,29 @@
 
 A parallel region wakes the other threads and waits for the slowest: microseconds on an idle
 machine, but a whole scheduler time slice when the machine is busy and a thread has to wait for
-a core. A decoding step of a small model makes dozens of tiny kernel calls, where that waiting
-would cost more than the work (measured on the `tiny` benchmark config: several times slower
-decoding). So a call with less work than `PARALLEL_MIN_WORK` runs on the calling thread alone.
+a core, and the woken threads spin afterwards, taking CPU from the one doing the work. A
+decoding step of a small model makes dozens of tiny kernel calls, for which that costs more than
+the work (measured on the `tiny` benchmark config: several times slower decoding). So every
+kernel is compiled twice, serial and parallel, and a call with less work than
+`PARALLEL_MIN_WORK` takes the serial one.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from numba import njit, prange
 
-import numba
+from . import FASTMATH
 
-PARALLEL_MIN_WORK = 1 << 20  # multiply-adds: ~1 M is tens of microseconds on one core
+PARALLEL_MIN_WORK = 1 << 22  # multiply-adds (or values touched): ~4 M, a few hundred microseconds
 
 
-@contextmanager
-def threads_for(work: int):
-    """Run the enclosed kernel call on all threads for big `work`, on this one alone otherwise."""
-    if work >= PARALLEL_MIN_WORK:
-        yield
-        return
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(saved)
+def serial_and_parallel(define, fastmath=FASTMATH):
+    """`define(loop)` returns a kernel whose outer loop is `for i in loop(n)`: jit it serial
+    (`range`) and parallel (`prange`). Numba's on-disk cache key ignores the `parallel` flag but
+    not closure variables, so the two `loop`s also keep their cache entries apart."""
+    return tuple(njit(parallel=loop is prange, fastmath=fastmath, cache=True)(define(loop)) for loop in (range, prange))
+
+
+def pick(kernels: tuple, work: int):
+    """The serial kernel for small `work`, the parallel one for big."""
+    return kernels[work >= PARALLEL_MIN_WORK]
