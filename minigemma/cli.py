@@ -1,6 +1,8 @@
 """The `minigemma` command line.
 
     minigemma info [--model DIR]              what a checkpoint contains
+    minigemma generate PROMPT [--model DIR]   continue a prompt, streaming (cli_generate.py)
+    minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin
 
 Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
 prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
@@ -129,11 +131,21 @@ def _is_mapped(a: np.ndarray) -> bool:
 
 # ---------------------------------------------------------------------------------------------- main
 
-COMMANDS = [add_info]
+from .cli_generate import add_chat, add_generate  # noqa: E402  (they reuse add_model_flag above)
+
+COMMANDS = [add_info, add_generate, add_chat]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag (`--temperature abc`) is one line too, not argparse's usage block."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minigemma", description="A readable NumPy interpreter of Gemma 4.")
+    parser = OneLineParser(prog="minigemma", description="A readable NumPy interpreter of Gemma 4.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -18,12 +18,11 @@ Everything invalid raises `ConfigError` naming the field, what was expected and 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config_reader import FieldReader
+from .config_reader import FieldReader, read_json_object
 from .errors import ConfigError
 from .layer_plan import GLOBAL, SLIDING, attention_shapes, kv_sharing, layer_types, rope_params
 
@@ -188,13 +187,7 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
         raise ConfigError(f"{file}: no config.json found (expected a Hugging Face checkpoint directory)")
-    try:
-        with open(file, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{file}: cannot read JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: expected a JSON object, found {type(raw).__name__}")
+    raw = read_json_object(file)
     try:
         return config_from_dict(raw)
     except ConfigError as e:

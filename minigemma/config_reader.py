@@ -1,12 +1,27 @@
 """Typed, named access to the fields of a `config.json` object.
 
 Every failure is a `ConfigError` that names the field (with its path, e.g. `text_config.hidden_size`),
-what was expected and what was found. Shared by the text, vision and audio config parsers.
+what was expected and what was found. Shared by the text, vision and audio config parsers, and
+`read_json_object` by every reader of a checkpoint's JSON files.
 """
 
 from __future__ import annotations
 
+import json
+
 from .errors import ConfigError
+
+
+def read_json_object(file: str) -> dict:
+    """A JSON file holding one object; anything else is a ConfigError naming the file."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{file}: cannot read JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def is_int(v) -> bool:

@@ -3,16 +3,21 @@
 `load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
 `*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
 layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
-model under `model.language_model.*`). `Model.forward` turns token ids into logits.
+model under `model.language_model.*`). `Model.forward` turns token ids into logits;
+`Model.extend` feeds tokens through a KV cache, and `Model.generate` / `Model.stream` write text
+(`generation.py`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 
 import numpy as np
 
+from . import generation
+from .cache import KVCache, new_cache
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
@@ -96,6 +101,51 @@ class Model:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
         return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, backend=self.backend)
+
+    # ------------------------------------------------------------------ incremental decoding
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for one sequence (ring buffers for sliding layers)."""
+        return new_cache(self.config.text)
+
+    def extend(self, input_ids, cache: KVCache, soft=()) -> np.ndarray:
+        """Feed token ids (seq,) that continue the sequence held by `cache`: a prefill (or a chunk of
+        one) or a decode step. Returns their logits (seq, vocab) and advances the cache."""
+        cfg = self.config.text
+        ids = check_token_ids(input_ids, cfg.vocab_size)
+        if ids.ndim != 1:
+            raise InputError(f"input_ids: expected one sequence (seq,) to extend a cache with, found shape {ids.shape}")
+        end = cache.length + len(ids)
+        if end > cfg.max_position_embeddings:
+            raise InputError(
+                f"input_ids: {end} tokens in all ({cache.length} before these {len(ids)}) exceed the model's "
+                f"context, max_position_embeddings={cfg.max_position_embeddings}"
+            )
+        embeds, ple_ids = self.embed(ids, soft)
+        positions = np.arange(cache.length, end)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers)
+        cache.length = end
+        return logits
+
+    @cached_property
+    def tokenizer(self):
+        """The checkpoint's own tokenizer (tokenizer.model or tokenizer.json + tokenizer_config.json)."""
+        from .tokenizer import load_tokenizer
+
+        if self.path is None:
+            raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
+        return load_tokenizer(self.path)
+
+    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+        """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
+        template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
+        token included, when one ended the generation). `temperature=0`: greedy; unset sampling
+        arguments take the checkpoint's `generation_config.json` values (greedy without one)."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+
+    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+        """Like `generate`, but yields the new text piece by piece as it is decoded."""
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
     def __repr__(self) -> str:
         t = self.config.text

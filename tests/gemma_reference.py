@@ -7,7 +7,8 @@
   values (norm weights, `layer_scalar`, router scales too: identity values hide bugs);
 * `reference_text_model` / `save`: build, randomise and `save_pretrained` a model in either layout;
 * `as_checkpoint`: a reference module's state dict as a minigemma `ArrayCheckpoint`, so our loaders
-  read reference weights by the same code path as files.
+  read reference weights by the same code path as files;
+* `our_model`: the minigemma `Model` of a reference `Gemma4ForCausalLM`, without a round trip to disk.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from transformers import (
 )
 
 from minigemma.checkpoint import ArrayCheckpoint
-from minigemma.config import text_config_from_dict
+from minigemma.config import config_from_dict, text_config_from_dict
+from minigemma.model import HEAD_NAME, Model
+from minigemma.text import load_text
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 SCALE_LIKE = ("norm.weight", "layernorm.weight", "layer_scalar", "router.scale", "per_expert_scale", "_norm.weight")
@@ -153,6 +156,12 @@ def as_checkpoint(module: torch.nn.Module, prefix: str = "") -> ArrayCheckpoint:
     """A reference module's state dict as a minigemma `ArrayCheckpoint` (float32)."""
     tensors = {prefix + name: t.detach().float().numpy() for name, t in module.state_dict().items()}
     return ArrayCheckpoint(tensors, source=type(module).__name__)
+
+
+def our_model(ref: Gemma4ForCausalLM, path: str | None = None) -> Model:
+    """minigemma's Model holding the weights of a reference `Gemma4ForCausalLM` (float32)."""
+    config = config_from_dict(ref.config.to_dict())
+    return Model(config, load_text(as_checkpoint(ref), config.text, "model", HEAD_NAME), path)
 
 
 def our_text_config(cfg: Gemma4TextConfig):

@@ -1,0 +1,162 @@
+"""The KV cache: what makes generation one token at a time cheap (mirrors `DynamicCache` with its
+`DynamicLayer` and `DynamicSlidingWindowLayer`s).
+
+Generating token t by a full forward pass would recompute the keys and values of all t-1 earlier
+tokens, in every layer, at every step. Instead each layer keeps the keys/values it has already
+computed, and a step feeds only the new token(s): the prompt once (the *prefill*, possibly in
+chunks), then one token per step (the *decode*).
+
+Gemma 4 makes this cache small in three ways, one per kind of layer:
+
+* **sliding layers** (most of them) attend only to the last `sliding_window` positions, so they
+  keep a fixed-size *ring buffer*: the i-th token ever written lands in slot i % capacity,
+  overwriting one that no future query can see. Memory is constant however long the text grows.
+  Positions travel with the keys, so the attention mask stays exact even though the ring's slot
+  order wraps around (the mask is built from positions, not from slot order).
+* **global layers** keep everything: their cache grows with the text.
+* **KV-shared layers** (`reuse`) keep nothing: they read the keys/values their producer layer
+  (`store`) computed in this very step, cache included (`ForwardContext.shared_kv`).
+
+A query at position q of a sliding layer sees keys q - window + 1 .. q. So a chunk of c new tokens
+needs the previous window - 1 keys plus its own c, and after the chunk only the last window - 1
+positions can still be seen by a future query: that is all the ring keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import TextConfig
+from .errors import ConfigError
+
+
+def _empty(rows: int, kv_heads: int, head_dim: int) -> np.ndarray:
+    return np.zeros((rows, kv_heads, head_dim), np.float32)
+
+
+class SlidingKV:
+    """Ring buffer of the last `window - 1` keys/values of one sliding layer."""
+
+    def __init__(self, window: int, kv_heads: int, head_dim: int):
+        self.capacity = window - 1  # what a future query can still see
+        self.keys = _empty(self.capacity, kv_heads, head_dim)  # (capacity, kv_heads, head_dim)
+        self.values = _empty(self.capacity, kv_heads, head_dim)
+        self.positions = np.zeros(self.capacity, np.int64)  # absolute position of each slot
+        self.written = 0  # tokens ever written; the next one goes to slot written % capacity
+
+    def update(self, k: np.ndarray, v: np.ndarray, positions: np.ndarray):
+        """Keys/values of c new tokens (c, kv_heads, head_dim) -> what this step attends to:
+        the ring's filled slots (in slot order) followed by the new tokens, with positions."""
+        held = min(self.written, self.capacity)
+        k_all = np.concatenate([self.keys[:held], k])
+        v_all = np.concatenate([self.values[:held], v])
+        pos_all = np.concatenate([self.positions[:held], positions])
+        keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
+        if keep:
+            slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity
+            self.keys[slots], self.values[slots], self.positions[slots] = k[-keep:], v[-keep:], positions[-keep:]
+        self.written += len(k)
+        return k_all, v_all, pos_all
+
+    @property
+    def length(self) -> int:
+        """Positions held right now."""
+        return min(self.written, self.capacity)
+
+    def save(self):
+        return self.keys.copy(), self.values.copy(), self.positions.copy(), self.written
+
+    def restore(self, saved) -> None:
+        keys, values, positions, self.written = saved
+        self.keys[:], self.values[:], self.positions[:] = keys, values, positions
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes + self.positions.nbytes
+
+
+class GlobalKV:
+    """Every key/value of one global layer, in a buffer that doubles when full (amortised O(1)
+    appends instead of copying the whole past at every step)."""
+
+    def __init__(self, kv_heads: int, head_dim: int):
+        self.keys = _empty(0, kv_heads, head_dim)  # (capacity, kv_heads, head_dim); rows [:length] used
+        self.values = _empty(0, kv_heads, head_dim)
+        self.positions = np.zeros(0, np.int64)
+        self.length = 0
+
+    def update(self, k: np.ndarray, v: np.ndarray, positions: np.ndarray):
+        end = self.length + len(k)
+        if end > len(self.keys):
+            self._grow(max(end, 2 * len(self.keys)))
+        self.keys[self.length : end], self.values[self.length : end] = k, v
+        self.positions[self.length : end] = positions
+        self.length = end
+        # views: later appends write past `end`, and growing copies, so these stay valid
+        return self.keys[:end], self.values[:end], self.positions[:end]
+
+    def save(self) -> int:
+        return self.length
+
+    def restore(self, length: int) -> None:
+        self.length = length  # forget the tail; later appends overwrite it
+
+    def _grow(self, capacity: int) -> None:
+        def grown(a):
+            out = np.zeros((capacity, *a.shape[1:]), a.dtype)
+            out[: self.length] = a[: self.length]
+            return out
+
+        self.keys, self.values, self.positions = grown(self.keys), grown(self.values), grown(self.positions)
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes + self.positions.nbytes
+
+
+@dataclass
+class KVCache:
+    """Per-layer caches of one sequence, plus how many positions it has consumed.
+
+    layers[i]: SlidingKV, GlobalKV, or None for a KV-shared layer (it reads its producer's)."""
+
+    layers: list
+    length: int = 0  # the next token's position
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.layers if c is not None)
+
+    def save(self) -> tuple:
+        """A state to come back to later. A ring buffer cannot be rewound (what it overwrote is
+        gone), so its contents are copied: window - 1 positions per sliding layer, a constant.
+        A global cache just remembers its length."""
+        return self.length, [c.save() if c is not None else None for c in self.layers]
+
+    def restore(self, saved: tuple) -> None:
+        """Go back to a state `save` returned (of this same cache, at a point it has passed)."""
+        self.length, states = saved
+        for c, state in zip(self.layers, states):
+            if c is not None:
+                c.restore(state)
+
+
+def new_cache(cfg: TextConfig) -> KVCache:
+    """An empty cache for a model. Only causal models decode token by token: with bidirectional
+    attention every token would also depend on the ones after it."""
+    if not cfg.is_causal:
+        raise ConfigError(
+            f"use_bidirectional_attention: expected a causal model (null or 'vision') to generate with, "
+            f"found {cfg.use_bidirectional_attention!r}"
+        )
+    layers = []
+    for spec in cfg.layers:
+        if spec.reuses_kv:
+            layers.append(None)
+        elif spec.is_sliding:
+            layers.append(SlidingKV(cfg.attention_window, spec.num_kv_heads, spec.head_dim))
+        else:
+            layers.append(GlobalKV(spec.num_kv_heads, spec.head_dim))
+    return KVCache(layers)

@@ -1,0 +1,162 @@
+"""`minigemma generate` and `minigemma chat`: text streams to stdout as it is decoded; progress and
+the tokens/s line go to stderr.
+
+    minigemma generate "Once upon a time" --model DIR --max-new-tokens 64 --temperature 0.8 --seed 1
+    minigemma chat --model DIR [--system TEXT] [--think]      one user turn per line of stdin
+
+Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
+take the checkpoint's generation_config.json values). Flags are checked before the model loads.
+Images and audio: a prompt is built in `user_content` (chat) and `prompt_inputs` (generate); the
+`--image` / `--audio` flags plug in there.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .sampling import check_sampling, load_generation_config, resolve
+
+DEFAULT_MAX_NEW_TOKENS = 256
+DIM, RESET = "\x1b[2m", "\x1b[0m"  # faint text for the thinking channel on a terminal
+THINKING_LABEL = "(thinking) "
+
+
+def add_sampling_flags(p) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                   help=f"stop after N new tokens (default {DEFAULT_MAX_NEW_TOKENS})")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="0: greedy; higher: more varied (default: the checkpoint's generation_config.json, else greedy)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely tokens holding probability P, in (0, 1]")
+    p.add_argument("--seed", type=int, metavar="S", help="make sampling repeat exactly")
+
+
+def sampling_for(args, model):
+    """The flags, with unset ones from the checkpoint's generation_config.json."""
+    return resolve(args.temperature, args.top_k, args.top_p, args.seed, load_generation_config(model.path))
+
+
+def check_flags(args) -> None:
+    check_sampling(args.temperature, args.top_k, args.top_p, args.seed, args.max_new_tokens,
+                   spell=lambda name: "--" + name.replace("_", "-"))
+
+
+def load_with_progress(path):
+    from .model import load
+
+    start = time.perf_counter()
+    model = load(path)
+    model.tokenizer  # a directory without a tokenizer fails here, before any prompt is read
+    t = model.config.text
+    print(f"minigemma: loaded {model.path} ({t.num_hidden_layers} layers, vocab {t.vocab_size}) "
+          f"in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    return model
+
+
+def report(prompt_tokens: int, prefill_s: float, new_tokens: int, decode_s: float) -> None:
+    rate = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
+    print(f"minigemma: prompt {prompt_tokens} tokens in {prefill_s:.2f} s; {new_tokens} new tokens, "
+          f"{rate:.1f} tokens/s", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------ generate
+
+
+def add_generate(sub) -> None:
+    from .cli import add_model_flag
+
+    p = sub.add_parser("generate", help="continue a prompt, streaming the text",
+                       description="Continue a prompt with the model, printing the new text as it comes.")
+    p.add_argument("prompt", nargs="?", help="the text to continue (default: read it from stdin)")
+    add_model_flag(p)
+    add_sampling_flags(p)
+    p.set_defaults(run=run_generate)
+
+
+def prompt_inputs(model, text: str, args):
+    """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
+    placeholders and soft tokens here."""
+    return model.tokenizer.encode(text, add_special_tokens=True), ()
+
+
+def run_generate(args) -> int:
+    from .generation import check_prompt_fits, generate_ids, stop_token_ids, text_pieces
+
+    check_flags(args)
+    text = args.prompt if args.prompt is not None else sys.stdin.read()
+    model = load_with_progress(args.model)
+    ids, soft = prompt_inputs(model, text, args)
+    check_prompt_fits(model, len(ids))
+    stops = stop_token_ids(model)
+    tokens, times = [], []
+
+    def timed(token_iter):
+        for token in token_iter:
+            tokens.append(token)
+            times.append(time.perf_counter())
+            yield token
+
+    start = time.perf_counter()
+    new = generate_ids(model, ids, sampling_for(args, model), args.max_new_tokens, stops, soft=soft)
+    for piece in text_pieces(model.tokenizer, timed(new), stops):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    report(len(ids), times[0] - start, len(tokens), times[-1] - times[0])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- chat
+
+
+def add_chat(sub) -> None:
+    from .cli import add_model_flag
+
+    p = sub.add_parser("chat", help="talk with a chat model, one turn per line of stdin",
+                       description="Multi-turn chat through the checkpoint's chat template. Each line of stdin "
+                       "is a user turn (works piped); the reply streams to stdout, the model's thinking "
+                       "shown apart, labelled (thinking). End with Ctrl-D.")
+    add_model_flag(p)
+    add_sampling_flags(p)
+    p.add_argument("--system", metavar="TEXT", help="a system prompt")
+    p.add_argument("--think", action="store_true", help="let the model think first (the template's enable_thinking)")
+    p.set_defaults(run=run_chat)
+
+
+def user_content(text: str, args):
+    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here."""
+    return text
+
+
+def run_chat(args) -> int:
+    from .chat import THOUGHT, Conversation
+
+    check_flags(args)
+    model = load_with_progress(args.model)
+    chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think)
+    interactive = sys.stdin.isatty()
+    dim = sys.stdout.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        channel = None
+        for now, piece in chat.reply(user_content(line.rstrip("\n"), args)):
+            if now != channel:  # entering or leaving the thinking channel
+                if channel == THOUGHT:
+                    sys.stdout.write((RESET if dim else "") + "\n")
+                if now == THOUGHT:
+                    sys.stdout.write((DIM if dim else "") + THINKING_LABEL)
+                channel = now
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write((RESET if dim and channel == THOUGHT else "") + "\n")
+        sys.stdout.flush()
+        s = chat.last
+        report(s.prompt_tokens, s.prefill_seconds, s.new_tokens, s.decode_seconds)
+        print(f"minigemma: {s.prompt_tokens - s.prefilled} of the prompt's tokens came from the cache", file=sys.stderr)

@@ -1,0 +1,127 @@
+"""The generation loop (mirrors `GenerationMixin.generate` with a `DynamicCache`).
+
+    cache  = model.new_cache()
+    logits = prefill(prompt ids)            the whole prompt, in chunks, through the cache
+    repeat:
+        token  = sample(logits[-1])         greedy, or temperature / top-k / top-p with a seed
+        stop if token is an end token       EOS, end of turn, ... as the checkpoint names them
+        logits = model.extend([token])      one position more: cost independent of the length
+
+Stop tokens are read from the checkpoint: `eos_token_id` of config.json and of
+generation_config.json (Gemma 4 lists `<eos>`, `<turn|>` and `<|tool_response>` there), and the
+tokenizer's `eos_token` and `eot_token` (end of turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .errors import InputError
+from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
+from .tokenizer import TextStream, has_tokenizer
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
+
+
+def prefill(model, ids: np.ndarray, cache, chunk: int = PREFILL_CHUNK, soft=()) -> np.ndarray:
+    """Feed the prompt; returns the logits of its last token (vocab,). With soft tokens (images,
+    audio) the prompt goes in one piece, so no chunk cuts through the placeholders."""
+    if soft:
+        return model.extend(ids, cache, soft)[-1]
+    logits = None
+    for start in range(0, len(ids), chunk):
+        logits = model.extend(ids[start : start + chunk], cache)
+    return logits[-1]
+
+
+def stop_token_ids(model) -> frozenset[int]:
+    """End tokens named by the checkpoint's config, generation config and tokenizer."""
+    ids = set(model.config.text.eos_token_id)
+    gen_eos = load_generation_config(model.path).get("eos_token_id")
+    ids.update(gen_eos if isinstance(gen_eos, list) else [] if gen_eos is None else [gen_eos])
+    if model.path and has_tokenizer(model.path):  # without one, ids in, ids out still works
+        ids.update(i for name in ("eos_token", "eot_token") if (i := model.tokenizer.token_id(name)) is not None)
+    return frozenset(int(i) for i in ids)
+
+
+def generate_ids(
+    model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozenset(), cache=None, soft=(), rng=None
+) -> Iterator[int]:
+    """Yield new token ids one by one; the stop token, when one comes, is the last yielded. Stops
+    early when the model's context (max_position_embeddings) is full. With a `cache`, `ids` are
+    the tokens that continue what it holds (a chat's next turn)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        raise InputError("prompt: empty, expected at least one token")
+    cache = model.new_cache() if cache is None else cache
+    rng = np.random.default_rng(sampling.seed) if rng is None else rng
+    logits = prefill(model, ids, cache, soft=soft)
+    context = model.config.text.max_position_embeddings
+    for step in range(max_new_tokens):
+        token = sample(logits, sampling, rng)
+        yield token
+        if token in stop_ids or step == max_new_tokens - 1 or cache.length >= context:
+            return
+        logits = model.extend(np.array([token]), cache)[-1]
+
+
+def prompt_ids(model, prompt) -> tuple[np.ndarray, bool]:
+    """(ids, as_text): a str gets <bos> in front; a list of messages goes through the chat
+    template; anything else is taken as token ids (and new ids are returned as ids)."""
+    if isinstance(prompt, str):
+        return np.array(model.tokenizer.encode(prompt, add_special_tokens=True), dtype=np.int64), True
+    if isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
+        return np.array(model.tokenizer.encode_chat(list(prompt)), dtype=np.int64), True
+    from .model import check_token_ids
+
+    ids = check_token_ids(prompt, model.config.text.vocab_size, name="prompt")
+    if ids.ndim != 1:
+        raise InputError(f"prompt: expected one sequence of token ids (seq,), found shape {ids.shape}")
+    return ids, False
+
+
+def check_prompt_fits(model, n: int) -> None:
+    """A prompt of n tokens: at least one, and no more than the model's context."""
+    context = model.config.text.max_position_embeddings
+    if n == 0:
+        raise InputError("prompt: empty, expected at least one token")
+    if n > context:
+        raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
+
+
+def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
+    ids, as_text = prompt_ids(model, prompt)
+    check_prompt_fits(model, len(ids))
+    sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
+    return ids, as_text, sampling, stop_token_ids(model)
+
+
+def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None):
+    """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
+    ids, as_text, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops)), dtype=np.int64)
+    if not as_text:
+        return new
+    return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
+
+
+def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None) -> Iterator[str]:
+    """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
+    the first piece."""
+    ids, _, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops), stops)
+
+
+def text_pieces(tokenizer, tokens, stops) -> Iterator[str]:
+    """Token ids -> text pieces, complete characters only; the stop token is not shown."""
+    text = TextStream(tokenizer)
+    for token in tokens:
+        if token in stops:
+            break
+        if piece := text.push(token):
+            yield piece
+    if rest := text.flush():
+        yield rest
