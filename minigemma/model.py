@@ -123,7 +123,7 @@ class Model:
             )
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, backend=self.backend)
         cache.length = end
         return logits
 
