@@ -105,19 +105,26 @@ def bandwidth(threads: int, gib: float = 1.0, repeats: int = 5) -> dict:
     """Best read rate over `repeats` sums of a `gib` GiB float32 array, with `threads` threads:
     what a bandwidth-bound GEMV can at best stream."""
     import numpy as np
+
+    a = np.ones(int(gib * 2**30) // 4, np.float32)
+    total = _parallel_sum()
+    total(a)
+    best = min(_timed(lambda: total(a)) for _ in range(repeats))
+    return {"engine": "bandwidth", "gb_s": a.nbytes / best / 1e9, "peak_rss": peak_rss_bytes()}
+
+
+def _parallel_sum():
+    import numpy as np
     from numba import njit, prange
 
-    @njit(parallel=True, fastmath=True)
-    def total(a):
+    @njit(parallel=True, fastmath=True, cache=True)
+    def parallel_sum(a):
         s = np.float32(0.0)
         for i in prange(a.shape[0]):
             s += a[i]
         return s
 
-    a = np.ones(int(gib * 2**30) // 4, np.float32)
-    total(a)
-    best = min(_timed(lambda: total(a)) for _ in range(repeats))
-    return {"engine": "bandwidth", "gb_s": a.nbytes / best / 1e9, "peak_rss": peak_rss_bytes()}
+    return parallel_sum
 
 
 def compile_kernels() -> dict:
@@ -160,11 +167,12 @@ def main(argv=None) -> int:
     p.add_argument("--prompt", type=int, default=512)
     p.add_argument("--new", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gib", type=float, default=1.0, help="bandwidth: GiB of float32 to read")
     args = p.parse_args(argv)
     if any(os.environ.get(v) != str(args.threads) for v in THREAD_VARIABLES):
         sys.exit(f"set {', '.join(THREAD_VARIABLES)}={args.threads} before starting (run.py does)")
     if args.engine == "bandwidth":
-        result = bandwidth(args.threads)
+        result = bandwidth(args.threads, args.gib)
     elif args.engine == "compile":
         result = compile_kernels()
     else:

@@ -1,7 +1,7 @@
 """The benchmark: one command, one run, one table.
 
     python -m benchmarks.run                       # tiny and small-e2b-like, 512 + 128 tokens, 2 threads
-    python -m benchmarks.run --configs tiny --prompt 16 --new 4 --no-sweep   # a smoke run
+    python -m benchmarks.run --configs tiny --prompt 8 --new 3 --no-sweep --no-compile   # a smoke run
 
 For each config (`configs.py`), the reference builds random weights once and saves them; then
 every engine (minigemma with kernels, minigemma NumPy-only, transformers eager) runs in a process
@@ -101,22 +101,34 @@ def run_config(name: str, weights_dir: str, args) -> dict:
     return {"engines": results, "decode_values": values, "decode_stored_bytes": stored}
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns as wide as their widest cell; text left-aligned, numbers right-aligned."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+
+    def line(cells, numeric):
+        return "| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)) + " |"
+
+    numeric = [bool(rows) and rows[0][i][:1].isdigit() for i in range(len(header))]
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if n else "-" * (w + 2) for w, n in zip(widths, numeric)) + "|"
+    return "\n".join([line(header, numeric), rule] + [line(r, numeric) for r in rows])
+
+
 def print_table(runs: dict, bandwidth: float, args) -> None:
     print(f"\nprefill {args.prompt} tokens, decode {args.new} tokens (greedy), {args.threads} threads; "
           f"memory read rate {bandwidth:.1f} GB/s\n")
-    head = f"| {'config':<15} | {'engine':<21} | prefill tok/s | decode tok/s | peak RSS | prefill vs torch | decode vs torch | decode / f32 roofline |"
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    header = ["config", "engine", "prefill tok/s", "decode tok/s", "peak RSS", "prefill vs torch", "decode vs torch", "decode / f32 roofline"]
+    rows = []
     for name, run in runs.items():
         torch = run["engines"]["torch"]
         roofline = bandwidth * GB / (4 * run["decode_values"])  # float32 weights
         for engine in ENGINES:
             r = run["engines"][engine]
-            print(
-                f"| {name:<15} | {LABELS[engine]:<21} | {r['prefill_tok_s']:13.1f} | {r['decode_tok_s']:12.1f} | "
-                f"{r['peak_rss'] / GB:6.2f} GB | {r['prefill_tok_s'] / torch['prefill_tok_s']:15.2f}x | "
-                f"{r['decode_tok_s'] / torch['decode_tok_s']:14.2f}x | {r['decode_tok_s'] / roofline:20.0%} |"
-            )
+            rows.append([
+                name, LABELS[engine], f"{r['prefill_tok_s']:.1f}", f"{r['decode_tok_s']:.1f}", f"{r['peak_rss'] / GB:.2f} GB",
+                f"{r['prefill_tok_s'] / torch['prefill_tok_s']:.2f}x", f"{r['decode_tok_s'] / torch['decode_tok_s']:.2f}x",
+                f"{r['decode_tok_s'] / roofline:.0%}",
+            ])
+    print(markdown_table(header, rows))
     print()
     for name, run in runs.items():
         e = run["engines"]
@@ -140,15 +152,10 @@ def print_compile(c: dict) -> None:
 
 
 def print_sweep(rows: list) -> None:
-    def cell(row, key):
-        return f"{row[key]:10.1f}" if key in row else f"{'-':>10}"
-
-    print("\nattention time per token (us), small-e2b-like shapes, kernels unless marked twin:")
-    print("| prompt | sliding prefill | sliding twin | global prefill | sliding decode | global decode |")
-    print("|-------:|----------------:|-------------:|---------------:|---------------:|--------------:|")
-    for r in rows:
-        print(f"| {r['n']:6d} | {cell(r, 'sliding_us'):>15} | {cell(r, 'sliding_twin_us'):>12} | {cell(r, 'global_us'):>14} | "
-              f"{cell(r, 'decode_sliding_us'):>14} | {cell(r, 'decode_global_us'):>13} |")
+    print("\nattention time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
+    keys = ["sliding_us", "sliding_twin_us", "global_us", "decode_sliding_us", "decode_global_us"]
+    header = ["prompt", "sliding prefill", "sliding prefill, twin", "global prefill", "sliding decode step", "global decode step"]
+    print(markdown_table(header, [[str(r["n"])] + [f"{r[k]:.1f}" if k in r else "-" for k in keys] for r in rows]))
     flat = max(r["sliding_us"] for r in rows) / min(r["sliding_us"] for r in rows)
     print(f"sliding prefill per token, largest / smallest over the sweep: {flat:.2f}x")
 
@@ -162,13 +169,15 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", type=int, nargs="+", default=[1024, 4096, 16384], help="prompt lengths of the attention sweep")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip measuring Numba's compile time")
+    p.add_argument("--bandwidth-gib", type=float, default=1.0, help="GiB read by the bandwidth probe")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"where the random weights live (default {DEFAULT_WEIGHTS})")
     args = p.parse_args(argv)
 
     report = {"machine": machine(), "args": vars(args)}
     print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
           + " ".join(f"{x:.2f}" for x in report["machine"]["load_average"]))
-    report["bandwidth"] = subprocess_json(["benchmarks.engines", "bandwidth", "--threads", str(args.threads)], args.threads)
+    probe = ["benchmarks.engines", "bandwidth", "--threads", str(args.threads), "--gib", str(args.bandwidth_gib)]
+    report["bandwidth"] = subprocess_json(probe, args.threads)
     if not args.no_compile:
         report["compile"] = compile_times(args.threads)
     report["runs"] = {name: run_config(name, args.weights, args) for name in args.configs}

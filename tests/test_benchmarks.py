@@ -1,0 +1,20 @@
+"""A smoke run of the benchmark command (tiny config, a few tokens; no timing is asserted): every
+engine runs in its own process on the same reference-built weights, the table comes out, and
+minigemma with kernels, NumPy-only minigemma and transformers pick the same greedy tokens."""
+
+import json
+import subprocess
+import sys
+
+
+def test_benchmark_smoke_run(tmp_path):
+    args = ["--configs", "tiny", "--prompt", "8", "--new", "3", "--no-sweep", "--no-compile", "--bandwidth-gib", "0.01"]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--weights", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for engine in ("minigemma kernels", "minigemma NumPy-only", "transformers eager"):
+        assert f"| tiny            | {engine}" in r.stdout
+    assert "roofline" in r.stdout
+    engines = json.loads((tmp_path / "results.json").read_text())["runs"]["tiny"]["engines"]
+    tokens = {name: e["tokens"] for name, e in engines.items()}
+    assert len(tokens["torch"]) == 3 and tokens["kernels"] == tokens["numpy"] == tokens["torch"]
+    assert all(e["peak_rss"] > 0 and e["decode_tok_s"] > 0 for e in engines.values())
