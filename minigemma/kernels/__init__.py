@@ -28,6 +28,10 @@ from ..moe import experts
 from ..errors import ConfigError
 
 ENV_VAR = "MINIGEMMA_KERNELS"
+# Numba's OpenMP threads wait for work sleeping, not spinning, unless the user says otherwise: on
+# a busy 2-core machine spinning threads steal the core the working thread needs, and parallel
+# GEMVs measured 3x slower than serial ones (see threads.py); idle, sleeping costs ~10 us a call.
+OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 # What the kernels let LLVM do: reassociate sums (so dot products vectorise) and fuse multiply-adds.
 # No assumption that values are finite: masked attention scores are -inf on purpose.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
@@ -64,6 +68,7 @@ def backend(flag: bool | None = None) -> Backend:
     """`NUMPY`, or the Numba kernels when the switch says so."""
     if not kernels_enabled(flag):
         return NUMPY
+    os.environ.setdefault(*OMP_WAIT_POLICY)  # read when Numba first starts its threads
     from .attention import attend
     from .linear import linear
     from .moe import experts as fused_experts
