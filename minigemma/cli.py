@@ -22,23 +22,21 @@ EXIT_USER_ERROR = 2
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
+    """--model, and --kernels / --no-kernels: how to run it (`kernels/__init__.py`)."""
     p.add_argument("--model", metavar="DIR", help="checkpoint directory in Hugging Face layout (default: the embedded model)")
+    p.add_argument(
+        "--kernels", action=argparse.BooleanOptionalAction, default=None,
+        help="Numba kernels for the hot loops, weights kept as stored; --no-kernels: NumPy only "
+        "(default: $MINIGEMMA_KERNELS, else kernels)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- info
 
 
-def add_kernels_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--kernels", action=argparse.BooleanOptionalAction, default=None,
-        help="Numba kernels for the hot loops, bf16 weights kept as stored (default: $MINIGEMMA_KERNELS, else on)",
-    )
-
-
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint", description="Describe a checkpoint: architecture, sizes, memory.")
     add_model_flag(p)
-    add_kernels_flag(p)
     p.set_defaults(run=run_info)
 
 

@@ -182,3 +182,21 @@ def test_import_minigemma_compiles_nothing():
     code = "import sys, minigemma; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd())
     assert out.stdout.strip() == "False"
+
+
+def test_cli_switch_flag_and_environment(tmp_path):
+    """`--kernels / --no-kernels` on every command that loads a model, else $MINIGEMMA_KERNELS."""
+    from weights_tools.random_checkpoint import PRESETS, write_random_checkpoint
+
+    write_random_checkpoint(str(tmp_path), PRESETS["tiny"])
+
+    def backend_line(*flags, env=None):
+        r = subprocess.run(
+            [sys.executable, "-m", "minigemma", "info", "--model", str(tmp_path), *flags],
+            capture_output=True, text=True, env=dict(os.environ, **(env or {})),
+        )
+        assert r.returncode == 0, r.stderr
+        return next(line for line in r.stdout.splitlines() if line.startswith("backend:"))
+
+    assert "numba" in backend_line(env={ENV_VAR: "1"}) and "numpy" in backend_line("--no-kernels", env={ENV_VAR: "1"})
+    assert "numpy" in backend_line(env={ENV_VAR: "0"}) and "numba" in backend_line("--kernels", env={ENV_VAR: "0"})
