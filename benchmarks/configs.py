@@ -62,3 +62,20 @@ def build(name: str, out: str, seed: int = 0) -> str:
     with open(os.path.join(out, "benchmark.json"), "w") as f:
         json.dump({"config": name, "seed": seed, "parameters": sum(p.numel() for p in model.parameters())}, f)
     return out
+
+
+def bf16_copy(src: str, dst: str) -> str:
+    """The same weights rounded to bf16 (NumPy only, a tensor at a time): what a published
+    checkpoint looks like, for the kernels' GEMV that reads bf16 directly."""
+    import shutil
+
+    from minigemma.checkpoint import Checkpoint, write_safetensors
+
+    if os.path.exists(os.path.join(dst, "config.json")):
+        return dst
+    os.makedirs(dst, exist_ok=True)
+    ckpt = Checkpoint(src)
+    tensors = {name: (ckpt.refs[name].shape, lambda n=name: ckpt.raw(n)) for name in ckpt.names()}
+    write_safetensors(os.path.join(dst, "model.safetensors"), tensors, {"format": "pt"}, dtype="BF16")
+    shutil.copy(os.path.join(src, "config.json"), dst)  # last: its presence says the copy is whole
+    return dst

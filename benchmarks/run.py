@@ -23,8 +23,19 @@ import subprocess
 import sys
 import tempfile
 
-ENGINES = ("kernels", "numpy", "torch")
-LABELS = {"kernels": "minigemma kernels", "numpy": "minigemma NumPy-only", "torch": "transformers eager"}
+from benchmarks.configs import bf16_copy
+
+ENGINES = ("kernels", "numpy", "torch", "kernels-bf16")
+LABELS = {
+    "kernels": "minigemma kernels",
+    "numpy": "minigemma NumPy-only",
+    "torch": "transformers eager",
+    "kernels-bf16": "minigemma kernels, bf16 weights",  # the same weights rounded to bf16
+}
+# Every engine gets the same threading environment. minigemma's kernels make OpenMP threads wait
+# sleeping by default (kernels/__init__.py); torch's OpenMP gets the same, which on a busy machine
+# spares it the spinning threads that otherwise make it several times slower.
+SAME_FOR_ALL = {"OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_WEIGHTS = os.path.join(tempfile.gettempdir(), "minigemma-bench")
 GB = 1e9
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here
@@ -33,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the reposi
 def subprocess_json(args: list[str], threads: int, env: dict | None = None) -> dict | list:
     """Run `python -m benchmarks.<args>` with the thread count fixed; its last stdout line is JSON."""
     full_env = dict(os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    full_env.update(SAME_FOR_ALL)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
@@ -89,10 +101,11 @@ def run_config(name: str, weights_dir: str, args) -> dict:
         code = f"from benchmarks.configs import build; build({name!r}, {path!r})"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)  # torch stays out of this process
     results = {}
-    for engine in ENGINES:
-        print(f"{name}: {LABELS[engine]} ...", file=sys.stderr)
-        results[engine] = subprocess_json(
-            ["benchmarks.engines", engine, path, "--prompt", str(args.prompt), "--new", str(args.new), "--threads", str(args.threads)],
+    for key in ENGINES:
+        print(f"{name}: {LABELS[key]} ...", file=sys.stderr)
+        engine, model = ("kernels", bf16_copy(path, path + "-bf16")) if key == "kernels-bf16" else (key, path)
+        results[key] = subprocess_json(
+            ["benchmarks.engines", engine, model, "--prompt", str(args.prompt), "--new", str(args.new), "--threads", str(args.threads)],
             args.threads,
         )
     import minigemma
@@ -136,7 +149,8 @@ def print_table(runs: dict, bandwidth: float, args) -> None:
         twin = sum(a == b for a, b in zip(e["kernels"]["tokens"], e["numpy"]["tokens"]))
         print(
             f"{name}: a decode step reads {run['decode_values'] / 1e6:.1f}M weight values = "
-            f"{4 * run['decode_values'] / GB:.2f} GB in float32 -> roofline {bandwidth * GB / (4 * run['decode_values']):.1f} tok/s; "
+            f"{4 * run['decode_values'] / GB:.2f} GB in float32 -> roofline {bandwidth * GB / (4 * run['decode_values']):.1f} tok/s "
+            f"({bandwidth * GB / (2 * run['decode_values']):.1f} tok/s on bf16 weights); "
             f"greedy tokens equal to torch's: {same}/{len(e['torch']['tokens'])}, kernels = NumPy: {twin}/{len(e['numpy']['tokens'])}; "
             f"load s: " + ", ".join(f"{k} {v['load_s']:.1f}" for k, v in e.items())
             + "; first run s (kernels compile or cache read, page faults): "
@@ -147,8 +161,8 @@ def print_table(runs: dict, bandwidth: float, args) -> None:
 def print_compile(c: dict) -> None:
     first, second = c["first_use"], c["second_use"]
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in first["seconds"].items())
-    print(f"\nNumba, first use (empty cache): {first['total_s']:.1f} s ({parts}); "
-          f"second use (from the cache): {second['total_s']:.2f} s")
+    print(f"\nNumba, first use (empty cache): {first['total_s']:.1f} s ({parts}), {first['compiled']} compilations; "
+          f"second use (from the cache): {second['total_s']:.2f} s, {second['compiled']} compilations")
 
 
 def print_sweep(rows: list) -> None:
