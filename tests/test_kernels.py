@@ -148,11 +148,12 @@ def test_linear_kernel_matches_twins_on_float32_and_bf16(rows, out, inner, seed)
     np.testing.assert_allclose(fused_linear.linear(x, bits), expected, **TOL)
 
 
-@pytest.mark.parametrize("min_work", [0, 2**62])
-def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, min_work):
-    """Every kernel runs parallel for big work and on the calling thread for small work
-    (`threads.PARALLEL_MIN_WORK`): force each way on the same inputs."""
-    monkeypatch.setattr(threads, "PARALLEL_MIN_WORK", min_work)
+@pytest.mark.parametrize("parallel", [True, False])
+def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, parallel):
+    """Every kernel runs parallel for big work on a machine with an idle core, else on the
+    calling thread (`threads.pick`): force each way on the same inputs."""
+    monkeypatch.setattr(threads, "PARALLEL_MIN_WORK", 0 if parallel else 2**62)
+    monkeypatch.setattr(threads, "idle_core", lambda second: True)
     rng = np.random.default_rng(7)
     q, k, v, pos = normal(rng, 37, 4, 16), normal(rng, 37, 2, 16), normal(rng, 37, 2, 16), np.arange(37)
     np.testing.assert_allclose(fused_attention.attend(q, k, v, pos, pos, 5), attend_positions(q, k, v, pos, pos, 5), **TOL)
@@ -163,6 +164,15 @@ def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, min_wor
     bits, x = f32_to_bf16(normal(rng, 1100, 24)), normal(rng, 20, 24)
     np.testing.assert_allclose(fused_linear.linear(x[:3], bits), bf16_linear(x[:3], bits), **TOL)
     np.testing.assert_allclose(fused_linear.linear(x, bits), bf16_linear(x, bits), **TOL)
+
+
+def test_parallel_only_with_big_work_and_an_idle_core(monkeypatch):
+    kernels = ("serial", "parallel")
+    monkeypatch.setattr(threads, "idle_core", lambda second: True)
+    assert threads.pick(kernels, threads.PARALLEL_MIN_WORK) == "parallel"
+    assert threads.pick(kernels, threads.PARALLEL_MIN_WORK - 1) == "serial"
+    monkeypatch.setattr(threads, "idle_core", lambda second: False)
+    assert threads.pick(kernels, 2**40) == "serial"
 
 
 def test_switch_argument_then_environment_then_on(monkeypatch):

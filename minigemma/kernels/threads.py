@@ -1,21 +1,32 @@
 """When a kernel goes parallel.
 
-A parallel region wakes the other threads and waits for the slowest: microseconds on an idle
-machine, but a whole scheduler time slice when the machine is busy and a thread has to wait for
-a core, and the woken threads spin afterwards, taking CPU from the one doing the work. A
-decoding step of a small model makes dozens of tiny kernel calls, for which that costs more than
-the work (measured on the `tiny` benchmark config: several times slower decoding). So every
-kernel is compiled twice, serial and parallel, and a call with less work than
-`PARALLEL_MIN_WORK` takes the serial one.
+A parallel region wakes the other threads and waits for all of them at its end: microseconds on
+an idle machine, but a scheduler time slice whenever a thread has to wait for a core. So every
+kernel is compiled twice, serial and parallel, and a call takes the parallel one only when
+
+* it has at least `PARALLEL_MIN_WORK` to do: a decoding step of a small model makes dozens of
+  tiny calls, for which waking threads costs more than the work (the `tiny` benchmark config
+  decoded several times slower with every call parallel);
+* and a core is idle: on the shared 2-core machine the benchmarks ran on, with another process
+  busy, a parallel GEMV streamed 8 GB/s and a serial one 13-14 (benchmarks/README.md). "Idle"
+  is judged from the 1-minute load average, read at most once a second.
+
+Serial and parallel kernels compute every output element the same way, so the choice changes
+the speed, never a bit of the result.
 """
 
 from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
 
 from numba import njit, prange
 
 from . import FASTMATH
 
 PARALLEL_MIN_WORK = 1 << 22  # multiply-adds (or values touched): ~4 M, a few hundred microseconds
+IDLE_MARGIN = 0.5  # load average above cores - 1 + this: no core to spare
 
 
 def serial_and_parallel(define, fastmath=FASTMATH):
@@ -26,5 +37,11 @@ def serial_and_parallel(define, fastmath=FASTMATH):
 
 
 def pick(kernels: tuple, work: int):
-    """The serial kernel for small `work`, the parallel one for big."""
-    return kernels[work >= PARALLEL_MIN_WORK]
+    """The parallel kernel for big `work` when a core is idle, else the serial one."""
+    return kernels[work >= PARALLEL_MIN_WORK and idle_core(int(time.monotonic()))]
+
+
+@lru_cache(maxsize=1)
+def idle_core(second: int) -> bool:
+    """Whether a core is free for a second thread (this process's own thread counted), this second."""
+    return os.getloadavg()[0] < (os.cpu_count() or 1) - 1 + IDLE_MARGIN
