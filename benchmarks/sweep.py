@@ -44,7 +44,7 @@ def qkv(rng, n_q: int, n_k: int, d: int):
     )
 
 
-def sweep(lengths, repeats: int = 3) -> list[dict]:
+def sweep(lengths, repeats: int = 5) -> list[dict]:
     from minigemma.attention import attend_positions
     from minigemma.kernels.attention import attend
 
@@ -74,7 +74,7 @@ def sweep(lengths, repeats: int = 3) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     print(json.dumps(sweep(args.lengths, args.repeats)))
     return 0
