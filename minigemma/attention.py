@@ -7,7 +7,8 @@ What Gemma 4 does differently from a textbook transformer:
   fewer KV heads (`global_head_dim`, `num_global_key_value_heads`).
 * **q/k/v norms**: queries and keys go through an RMSNorm with a learned scale, values through one
   without; so the scores are already well scaled and the usual `1/sqrt(head_dim)` is *not* applied
-  (scaling 1.0).
+  (scaling 1.0). Gemma 3, with no value norm, still scales the scores, by
+  `query_pre_attn_scalar ** -0.5` (`TextConfig.attention_scaling`, applied to the queries).
 * **sliding-window vs global**: a sliding layer's query sees only the last `sliding_window` keys
   (itself included); a global layer sees the whole causal past.
 * **`attention_k_eq_v`**: on global layers of the larger models, values are the key projection
@@ -28,7 +29,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
-from .norm import rms_norm
+from .norm import norm_weight, rms_norm
 from .ops import linear, softmax
 from .rope import apply_rope
 
@@ -61,11 +62,11 @@ def load_attention(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConf
     own_v = own_kv and not spec.k_eq_v
     return AttentionWeights(
         q_proj=get("q_proj.weight", (q_out, h)),
-        q_norm=get("q_norm.weight", (d,)),
+        q_norm=norm_weight(get("q_norm.weight", (d,)), cfg.norm_offset),
         o_proj=get("o_proj.weight", (h, q_out)),
         k_proj=get("k_proj.weight", (kv_out, h)) if own_kv else None,
         v_proj=get("v_proj.weight", (kv_out, h)) if own_v else None,
-        k_norm=get("k_norm.weight", (d,)) if own_kv else None,
+        k_norm=norm_weight(get("k_norm.weight", (d,)), cfg.norm_offset) if own_kv else None,
         q_bias=get("q_proj.bias", (q_out,)) if bias else None,
         k_bias=get("k_proj.bias", (kv_out,)) if bias and own_kv else None,
         v_bias=get("v_proj.bias", (kv_out,)) if bias and own_v else None,
@@ -79,27 +80,31 @@ def project_queries(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, si
     return apply_rope(rms_norm(q, w.q_norm, eps), cos, sin)
 
 
-def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin):
+def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin, value_norm: bool = True):
     """Keys and values of this layer's own tokens: (seq, kv_heads, head_dim) each.
 
     Keys: project, RMSNorm with scale, rotate. Values: project (or reuse the raw key projection
-    when k_eq_v), RMSNorm *without* scale, no rotation."""
+    when k_eq_v), RMSNorm *without* scale (`value_norm`; Gemma 3 has none), no rotation."""
     k = linear(x, w.k_proj, w.k_bias).reshape(x.shape[0], -1, spec.head_dim)
     v = k if w.v_proj is None else linear(x, w.v_proj, w.v_bias).reshape(x.shape[0], -1, spec.head_dim)
     k = apply_rope(rms_norm(k, w.k_norm, eps), cos, sin)
-    v = rms_norm(v, None, eps)
+    v = rms_norm(v, None, eps) if value_norm else v
     return k, v
 
 
-def attention_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None, causal: bool = True) -> np.ndarray:
+def attention_mask(
+    q_pos: np.ndarray, k_pos: np.ndarray, window: int | None, causal: bool = True, same_block: np.ndarray | None = None
+) -> np.ndarray:
     """Which keys each query may see, from their absolute positions: bool (q_len, k_len).
 
     Causal: keys at or before the query. Sliding window: also fewer than `window` positions back,
     so a query sees itself and the `window - 1` tokens before it. Bidirectional (`causal=False`):
-    everything, or, with a window, keys at most `window` positions away on either side."""
+    everything, or, with a window, keys at most `window` positions away on either side.
+    `same_block` (q_len, k_len): pairs that see each other both ways though causal (tokens of
+    one image), still within the window."""
     dist = q_pos[:, None] - k_pos[None, :]  # (q_len, k_len): how far back each key lies
     if causal:
-        visible = dist >= 0
+        visible = dist >= 0 if same_block is None else (dist >= 0) | same_block
         return visible & (dist < window) if window is not None else visible
     if window is None:
         return np.ones(dist.shape, dtype=bool)
@@ -123,9 +128,9 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.
     return out.transpose(2, 0, 1, 3).reshape(q_len, n_heads, d)
 
 
-def attend_positions(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np.ndarray:
+def attend_positions(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, both_ways=None) -> np.ndarray:
     """`attend` with the mask built from absolute positions: the contract the Numba kernel shares."""
-    return attend(q, k, v, attention_mask(q_pos, k_pos, window, causal))
+    return attend(q, k, v, attention_mask(q_pos, k_pos, window, causal, both_ways))
 
 
 def output_projection(o: np.ndarray, w: AttentionWeights) -> np.ndarray:

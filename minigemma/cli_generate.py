@@ -2,19 +2,23 @@
 the tokens/s line go to stderr.
 
     minigemma generate "Once upon a time" --model DIR --max-new-tokens 64 --temperature 0.8 --seed 1
+    minigemma generate "Describe this image." --model DIR --image photo.jpg [--max-soft-tokens 280]
     minigemma chat --model DIR [--system TEXT] [--think]      one user turn per line of stdin
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
 Images and audio: a prompt is built in `user_content` (chat) and `prompt_inputs` (generate); the
-`--image` / `--audio` flags plug in there.
+`--image` flags (decoded before the model loads) plug in there, and `--audio` will.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
+from .errors import InputError
+from .image import DEFAULT_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS
 from .sampling import check_sampling, load_generation_config, resolve
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -71,12 +75,35 @@ def add_generate(sub) -> None:
     p.add_argument("prompt", nargs="?", help="the text to continue (default: read it from stdin)")
     add_model_flag(p)
     add_sampling_flags(p)
+    add_image_flags(p)
     p.set_defaults(run=run_generate)
+
+
+def add_image_flags(p) -> None:
+    p.add_argument("--image", dest="images", action="append", type=image_file, metavar="PATH",
+                   help="an image for the prompt (repeatable), placed at each <|image|> of the prompt, else in front")
+    p.add_argument("--max-soft-tokens", type=int, choices=SUPPORTED_SOFT_TOKENS, default=DEFAULT_SOFT_TOKENS,
+                   help=f"tokens per image: more, finer detail (default {DEFAULT_SOFT_TOKENS})")
+
+
+def image_file(path: str):
+    """Decode an --image now, before the model loads; an unreadable file is a one-line error."""
+    from .image import load_image
+
+    try:
+        return load_image(path)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def prompt_inputs(model, text: str, args):
     """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
     placeholders and soft tokens here."""
+    if args.images:
+        from .vision_prompt import prompt_with_images
+
+        ids, _, soft = prompt_with_images(model, text, args.images, args.max_soft_tokens)
+        return ids, soft
     return model.tokenizer.encode(text, add_special_tokens=True), ()
 
 

@@ -10,6 +10,10 @@ dialects, and all four must load:
   `save_pretrained` in transformers 5.23.0 writes a sparse `per_layer_config`
   (`{"3": {"head_dim": 512}}`) instead.
 
+Gemma 3 checkpoints (`gemma3_text` / `gemma3`) load too: `gemma3.py` translates their config into
+the same fields plus a few switches (`norm_offset`, `attention_scaling`, `value_norm`,
+`layer_scalar`, ...), each read by the one feature file where Gemma 3 and Gemma 4 differ.
+
 Much of the architecture is *derived*, not stored (layer types, per-layer attention shapes, KV
 sharing, RoPE per layer type): `layer_plan.py` derives it exactly as the reference does.
 
@@ -24,11 +28,13 @@ from typing import Any
 
 from .config_reader import FieldReader, read_json_object
 from .errors import ConfigError
+from .gemma3 import GEMMA3_MULTIMODAL, GEMMA3_TEXT, gemma3_multimodal_tokens, gemma3_text_as_gemma4
 from .layer_plan import GLOBAL, SLIDING, attention_shapes, kv_sharing, layer_types, rope_params
 
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "silu", "relu")
-TEXT_MODEL_TYPES = ("gemma4_text",)
-MULTIMODAL_MODEL_TYPES = ("gemma4",)
+TEXT_MODEL_TYPES = ("gemma4_text", GEMMA3_TEXT)
+MULTIMODAL_MODEL_TYPES = ("gemma4", GEMMA3_MULTIMODAL)
+TEXT_MODEL_TYPE_OF = {"gemma4": "gemma4_text", GEMMA3_MULTIMODAL: GEMMA3_TEXT}
 
 # Defaults of `Gemma4TextConfig` (transformers 5.23.0): a key absent from config.json takes these.
 TEXT_DEFAULTS: dict[str, Any] = {
@@ -143,6 +149,13 @@ class TextConfig:
     rope: dict[str, RopeParams] = field(compare=False)
     layers: tuple[LayerSpec, ...]
     model_type: str = "gemma4_text"
+    # What changed from Gemma 3 to Gemma 4, as switches. Defaults are Gemma 4's; `gemma3.py` sets
+    # Gemma 3's, and each is read in the one place it matters.
+    norm_offset: float = 0.0  # RMSNorm scale is (norm_offset + w): Gemma 3 stores w centred on 0 (1.0)  [norm.py]
+    attention_scaling: float = 1.0  # Gemma 3: query_pre_attn_scalar ** -0.5; Gemma 4's q/k norms make it 1  [layer.py]
+    value_norm: bool = True  # Gemma 4 RMS-normalises values; Gemma 3 does not  [attention.py]
+    layer_scalar: bool = True  # Gemma 4 scales each layer's output by a learned scalar; Gemma 3 has none  [layer.py]
+    bidirectional_window_inclusive: bool = True  # see `attention_window`
 
     @property
     def kv_sharing_modes(self) -> tuple[str | None, ...]:
@@ -157,7 +170,9 @@ class TextConfig:
         """Keys a sliding-layer query may see. With bidirectional attention (`"all"`) the reference
         halves the window (plus one) and opens it on both sides."""
         if self.use_bidirectional_attention == "all":
-            return self.sliding_window // 2 + 1
+            reach = self.sliding_window // 2 + 1
+            # Gemma 4 lets a query see keys `reach` positions away; Gemma 3's mask stops one short
+            return reach if self.bidirectional_window_inclusive else reach - 1
         return self.sliding_window
 
     @property
@@ -198,16 +213,21 @@ def config_from_dict(raw: dict) -> ModelConfig:
     """Parse a `config.json` dictionary of either layout."""
     model_type = raw.get("model_type")
     if model_type in TEXT_MODEL_TYPES:
-        return ModelConfig(model_type=model_type, text=text_config_from_dict(raw), raw=raw)
+        return ModelConfig(model_type=model_type, text=text_config_from_dict(raw, model_type=model_type), raw=raw)
     if model_type in MULTIMODAL_MODEL_TYPES:
         text_raw = raw.get("text_config") or {}
         if not isinstance(text_raw, dict):
             raise ConfigError(f"text_config: expected an object, found {type(text_raw).__name__}")
-        tokens = {k: raw.get(k, v) for k, v in MULTIMODAL_TOKEN_DEFAULTS.items()}
+        vision = raw.get("vision_config")
+        if model_type == GEMMA3_MULTIMODAL:
+            tokens = gemma3_multimodal_tokens(raw)
+            vision = None  # Gemma 3's SigLIP tower is not Gemma 4's: minigemma runs its text model only
+        else:
+            tokens = {k: raw.get(k, v) for k, v in MULTIMODAL_TOKEN_DEFAULTS.items()}
         return ModelConfig(
             model_type=model_type,
-            text=text_config_from_dict(text_raw, where="text_config."),
-            vision=raw.get("vision_config"),
+            text=text_config_from_dict(text_raw, "text_config.", model_type),
+            vision=vision,
             audio=raw.get("audio_config"),
             tokens=tokens,
             raw=raw,
@@ -216,8 +236,15 @@ def config_from_dict(raw: dict) -> ModelConfig:
     raise ConfigError(f"model_type: expected one of {supported}, found {model_type!r}")
 
 
-def text_config_from_dict(raw: dict, where: str = "") -> TextConfig:
-    """Resolve a text config dict into a `TextConfig`, deriving what the reference derives."""
+def text_config_from_dict(raw: dict, where: str = "", model_type: str = "gemma4_text") -> TextConfig:
+    """Resolve a text config dict into a `TextConfig`, deriving what the reference derives.
+    `model_type`: the checkpoint's (the text config of a `gemma4` / `gemma3` model is read the same).
+    A Gemma 3 config is first restated in Gemma 4's terms, plus its switches (`gemma3.py`)."""
+    text_type = TEXT_MODEL_TYPE_OF.get(model_type, model_type)
+    switches, last_global = {}, True
+    if text_type == GEMMA3_TEXT:
+        raw, switches = gemma3_text_as_gemma4(raw, where, multimodal=model_type == GEMMA3_MULTIMODAL)
+        last_global = False  # Gemma 3 does not force its last layer global
     c = {k: raw.get(k, v) for k, v in TEXT_DEFAULTS.items()}
     r = FieldReader(c, where)
 
@@ -233,7 +260,7 @@ def text_config_from_dict(raw: dict, where: str = "") -> TextConfig:
     window = r.int_in_range("sliding_window", 0 if bidirectional == "all" else 1, 2**62)
     activation = r.choice("hidden_activation", ACTIVATIONS)
 
-    types = layer_types(c["layer_types"], n_layers, where)
+    types = layer_types(c["layer_types"], n_layers, where, last_global=last_global)
     rope = {t: RopeParams(*p) for t, p in rope_params(c["rope_parameters"], types, where).items()}
     head_dims, kv_heads = attention_shapes(raw, c, types, where)
     for i, (d, kv) in enumerate(zip(head_dims, kv_heads)):
@@ -312,4 +339,6 @@ def text_config_from_dict(raw: dict, where: str = "") -> TextConfig:
         layer_types=tuple(types),
         rope=rope,
         layers=layers,
+        model_type=text_type,
+        **switches,
     )

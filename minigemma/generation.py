@@ -21,6 +21,7 @@ import numpy as np
 from .errors import InputError
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
 from .tokenizer import TextStream, has_tokenizer
+from .vision_prompt import prompt_with_images
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
 
@@ -91,28 +92,37 @@ def check_prompt_fits(model, n: int) -> None:
         raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
 
 
-def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    ids, as_text = prompt_ids(model, prompt)
+    soft = ()
+    if images is None:
+        ids, as_text = prompt_ids(model, prompt)
+    else:  # placeholders in the prompt, soft tokens from the vision tower
+        ids, as_text, soft = prompt_with_images(model, prompt, images, max_soft_tokens)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
-    return ids, as_text, sampling, stop_token_ids(model)
+    return ids, as_text, sampling, stop_token_ids(model), soft
 
 
-def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None):
+def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+             max_soft_tokens=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
-    ids, as_text, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
-    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops)), dtype=np.int64)
+    ids, as_text, sampling, stops, soft = _setup(
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens
+    )
+    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
     if not as_text:
         return new
     return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
 
 
-def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None) -> Iterator[str]:
+def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+           max_soft_tokens=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
-    ids, _, sampling, stops = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
-    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops), stops)
+    ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
+                                           max_soft_tokens)
+    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
 
 
 def text_pieces(tokenizer, tokens, stops) -> Iterator[str]:

@@ -6,11 +6,12 @@
     f = moe_block(r, f)                    if MoE              routed experts, added beside it
     h = r + post_ffw_norm(f)
     h = per_layer_input(h, ple_i)          if PLE              the layer's own token signal
-    h = h * layer_scalar                                       a learned per-layer scale
+    h = h * layer_scalar                   if Gemma 4          a learned per-layer scale
 
 Gemma norms both the input *and* the output of each block before adding it to the residual
 (four norms per layer, more with MoE); the final `layer_scalar` lets training shrink or grow a
-whole layer's contribution.
+whole layer's contribution. Gemma 3 layers are the same minus MoE, PLE and `layer_scalar`
+(and attention differs in two switches: see `gemma3.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .config import LayerSpec, TextConfig
 from .kernels import NUMPY, Backend
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
-from .norm import rms_norm
+from .multimodal import same_block
+from .norm import norm_weight, rms_norm
 from .ops import activation
 from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
 
@@ -44,7 +46,7 @@ class LayerWeights:
     post_attention_norm: np.ndarray  # post_attention_layernorm
     pre_feedforward_norm: np.ndarray  # pre_feedforward_layernorm
     post_feedforward_norm: np.ndarray  # post_feedforward_layernorm
-    layer_scalar: np.ndarray  # (1,)
+    layer_scalar: np.ndarray | None  # (1,); None: no scalar (Gemma 3)
     moe: MoEWeights | None
     ple: PLELayerWeights | None
 
@@ -53,7 +55,7 @@ def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) 
     h = cfg.hidden_size
 
     def norm(name):
-        return ckpt.f32(f"{prefix}.{name}.weight", (h,))
+        return norm_weight(ckpt.f32(f"{prefix}.{name}.weight", (h,)), cfg.norm_offset)
 
     return LayerWeights(
         attention=load_attention(ckpt, f"{prefix}.self_attn", spec, cfg),
@@ -62,7 +64,7 @@ def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) 
         post_attention_norm=norm("post_attention_layernorm"),
         pre_feedforward_norm=norm("pre_feedforward_layernorm"),
         post_feedforward_norm=norm("post_feedforward_layernorm"),
-        layer_scalar=ckpt.f32(f"{prefix}.layer_scalar", (1,)),
+        layer_scalar=ckpt.f32(f"{prefix}.layer_scalar", (1,)) if cfg.layer_scalar else None,
         moe=load_moe(ckpt, prefix, h, cfg.num_experts, cfg.moe_intermediate_size) if cfg.enable_moe_block else None,
         ple=load_ple_layer(ckpt, prefix, h, cfg.hidden_size_per_layer_input) if cfg.has_ple else None,
     )
@@ -80,6 +82,8 @@ class ForwardContext:
     shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
     tap: called with (name, array) at every named step, for traces;
+    blocks: image block id of each absolute position (-1 text), for the bidirectional attention
+    inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks;
     backend: who runs the hot loops, the NumPy twins or the Numba kernels (`kernels/__init__.py`)."""
 
     positions: np.ndarray
@@ -87,6 +91,7 @@ class ForwardContext:
     shared_kv: dict = field(default_factory=dict)
     cache: list | None = None
     tap: object = _no_tap
+    blocks: np.ndarray | None = None
     backend: Backend = NUMPY
 
 
@@ -98,7 +103,7 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
     if spec.reuses_kv:
         k, v, k_pos = ctx.shared_kv[spec.kv_producer]  # the producer's keys/values, cache included
     else:
-        k, v = project_keys_values(x, w, spec, eps, cos, sin)  # (seq, kv_heads, head_dim)
+        k, v = project_keys_values(x, w, spec, eps, cos, sin, cfg.value_norm)  # (seq, kv_heads, head_dim)
         k_pos = ctx.positions
         if ctx.cache is not None:
             k, v, k_pos = ctx.cache[spec.index].update(k, v, ctx.positions)  # past + new
@@ -107,9 +112,12 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
         tap("k", k)
         tap("v", v)
     tap("q", q)
+    if cfg.attention_scaling != 1.0:  # Gemma 3: scores * query_pre_attn_scalar ** -0.5, folded into q
+        q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
+    both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
     # masks come from absolute positions (`attention.attention_mask`), cached keys included
-    o = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal)  # (seq, heads, head_dim)
+    o = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)  # (seq, heads, head_dim)
     out = output_projection(o, w)
     tap("out", out)
     return out
@@ -139,6 +147,7 @@ def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConf
     if w.ple is not None:
         h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps)
         tap("ple.out", h)
-    h = h * w.layer_scalar
+    if w.layer_scalar is not None:
+        h = h * w.layer_scalar
     tap("out", h)
     return h

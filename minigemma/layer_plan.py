@@ -34,11 +34,10 @@ ROPE_TYPES = ("default", "proportional", "linear")
 PER_LAYER_OVERRIDES = ("head_dim", "num_key_value_heads")  # what the reference reads per layer
 
 
-
-
-def layer_types(value, n_layers: int, where: str) -> list[str]:
+def layer_types(value, n_layers: int, where: str, pattern: int = DEFAULT_SLIDING_WINDOW_PATTERN, last_global: bool = True) -> list[str]:
+    """The type of every layer: the stated list, or `pattern - 1` sliding layers then one global.
+    `last_global`: Gemma 4 forces the last layer global; Gemma 3 keeps whatever the list says."""
     if value is None:
-        pattern = DEFAULT_SLIDING_WINDOW_PATTERN
         types = [SLIDING if (i + 1) % pattern else GLOBAL for i in range(n_layers)]
     else:
         if not isinstance(value, list | tuple) or len(value) != n_layers:
@@ -48,7 +47,8 @@ def layer_types(value, n_layers: int, where: str) -> list[str]:
         if bad:
             raise ConfigError(f"{where}layer_types: expected entries in {LAYER_TYPES}, found {bad[0]!r}")
         types = list(value)
-    types[-1] = GLOBAL  # the last layer always attends to the whole context
+    if last_global:
+        types[-1] = GLOBAL  # Gemma 4: the last layer always attends to the whole context
     return types
 
 

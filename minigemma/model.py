@@ -3,9 +3,10 @@
 `load(path)` reads a checkpoint directory in Hugging Face layout: `config.json` plus one or more
 `*.safetensors` files, as written by `save_pretrained` or downloaded from the hub, in either
 layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGeneration`: the text
-model under `model.language_model.*`). `Model.forward` turns token ids into logits;
-`Model.extend` feeds tokens through a KV cache, and `Model.generate` / `Model.stream` write text
-(`generation.py`).
+model under `model.language_model.*`), and Gemma 3's text model (`Gemma3ForCausalLM`: `model.*`;
+`Gemma3ForConditionalGeneration`: `language_model.model.*`, as its `save_pretrained` writes it).
+`Model.forward` turns token ids into logits; `Model.extend` feeds tokens through a KV cache, and
+`Model.generate` / `Model.stream` write text (`generation.py`).
 """
 
 from __future__ import annotations
@@ -22,16 +23,27 @@ from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
 from .kernels import NUMPY, Backend, backend
-from .multimodal import merge_soft_tokens, placeholder_ids
+from .multimodal import (
+    TEXT_BLOCK,
+    check_placeholders,
+    check_token_types,
+    image_blocks,
+    merge_soft_tokens,
+    placeholder_ids,
+)
 from .text import TextWeights, embed_tokens, load_text, text_forward
+from .image import DEFAULT_SOFT_TOKENS
+from .vision import encode_images, load_vision_tower
 
-TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model"}
+TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
+HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where it is not HEAD_NAME
 # Tensors a checkpoint may carry that the text model does not read: KV-shared layers' unused
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
-    re.compile(r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\..*"),
+    re.compile(r"^model\.(audio_tower|embed_audio)\..*"),
+    re.compile(r"^(vision_tower|multi_modal_projector)\..*"),  # Gemma 3's SigLIP tower: not run
 )
 
 
@@ -73,6 +85,9 @@ class Model:
         ids = check_token_ids(input_ids, self.config.text.vocab_size)
         batch = ids if ids.ndim == 2 else ids[None]
         soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
 
@@ -80,7 +95,10 @@ class Model:
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
-            raise InputError("pixel_values: this checkpoint has no vision tower")
+            if self.vision is None:
+                raise InputError("pixel_values: this checkpoint has no vision tower")
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
             raise InputError("input_features: this checkpoint has no audio tower")
         return soft
@@ -100,7 +118,15 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, backend=self.backend)
+        positions = np.arange(len(ids))
+        return text_forward(embeds, ple_ids, self.weights, cfg, positions, tap=tap, blocks=self.blocks(ids), backend=self.backend)
+
+    def blocks(self, ids: np.ndarray, start: int = 0) -> np.ndarray | None:
+        """Image block of each absolute position up to those of `ids` (which start at `start`), for
+        the bidirectional attention inside images; None unless the config asks for it ("vision")."""
+        if self.config.text.use_bidirectional_attention != "vision" or "image_token_id" not in self.config.tokens:
+            return None
+        return np.concatenate([np.full(start, TEXT_BLOCK), image_blocks(ids, self.config.tokens["image_token_id"])])
 
     # ------------------------------------------------------------------ incremental decoding
 
@@ -123,7 +149,8 @@ class Model:
             )
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, backend=self.backend)
+        blocks = self.blocks(ids, cache.length)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks, backend=self.backend)
         cache.length = end
         return logits
 
@@ -136,16 +163,20 @@ class Model:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
 
-    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
-        arguments take the checkpoint's `generation_config.json` values (greedy without one)."""
-        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        arguments take the checkpoint's `generation_config.json` values (greedy without one).
+        `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
+        prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
 
-    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None):
+    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
-        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -208,9 +239,10 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
     ckpt = Checkpoint(path)
     ckpt.linear = chosen.linear
     prefix = TEXT_PREFIX[config.model_type]
-    weights = load_text(ckpt, config.text, prefix, HEAD_NAME)
+    weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
+    vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path, backend=chosen)
+    return Model(config, weights, path, vision=vision, backend=chosen)
 
 
 def default_model_path() -> str:

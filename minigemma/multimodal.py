@@ -43,6 +43,20 @@ def placeholder_ids(ids: np.ndarray, placeholder_token_ids, pad_token_id: int) -
     return np.where(np.isin(ids, list(placeholder_token_ids)), pad_token_id, ids)
 
 
+MODALITIES = {"image": "image_token_id", "audio": "audio_token_id"}  # name -> its placeholder token
+
+
+def check_placeholders(ids: np.ndarray, soft: list, tokens: dict) -> None:
+    """Placeholders of a modality with no input of that modality is a user mistake (the model
+    would silently read pad embeddings there): say so."""
+    given = {what for _, what, _ in soft}
+    for what, token in MODALITIES.items():
+        n = int(np.sum(ids == tokens[token])) if token in tokens else 0
+        if n and what not in given:
+            inputs = "pixel_values" if what == "image" else "input_features"
+            raise InputError(f"input_ids: {n} {what} placeholder tokens (id {tokens[token]}), but no {what} was given ({inputs})")
+
+
 def merge_soft_tokens(embeds: np.ndarray, ids: np.ndarray, token_id: int, soft_tokens: np.ndarray, what: str) -> np.ndarray:
     """Write `soft_tokens` (n, hidden) over the embeddings (seq, hidden) of the n positions where
     `ids == token_id`, in order. The counts must agree."""
@@ -55,3 +69,77 @@ def merge_soft_tokens(embeds: np.ndarray, ids: np.ndarray, token_id: int, soft_t
     merged = embeds.copy()
     merged[slots] = soft_tokens
     return merged
+
+
+# --------------------------------------------------------------------------------------------
+# bidirectional attention inside an image (`create_masks_for_vision_model`)
+#
+# With `use_bidirectional_attention == "vision"`, the tokens of one image see each other both
+# ways on sliding-window layers (an image is not read left to right), while text stays causal
+# and global layers stay causal for everyone. An image is a run of consecutive placeholder
+# tokens; `<|image>` / `<image|>` around each image keep two images apart.
+
+TEXT_BLOCK = -1  # block id of every token outside an image
+
+
+def image_blocks(ids: np.ndarray, image_token_id: int) -> np.ndarray:
+    """Block id of each token (seq,): 0, 1, ... for the runs of image placeholders, -1 for text."""
+    is_image = ids == image_token_id
+    starts = is_image & ~np.concatenate([[False], is_image[:-1]])  # first token of each run
+    return np.where(is_image, np.cumsum(starts) - 1, TEXT_BLOCK)
+
+
+def same_block(blocks: np.ndarray, q_pos: np.ndarray, k_pos: np.ndarray) -> np.ndarray:
+    """(q_len, k_len) bool: query and key are tokens of the same image. `blocks` gives the block
+    of each absolute position; positions past its end (generated text) are text."""
+
+    def block_at(pos):
+        inside = pos < len(blocks)
+        return np.where(inside, blocks[np.where(inside, pos, 0)], TEXT_BLOCK)
+
+    bq, bk = block_at(q_pos), block_at(k_pos)
+    return (bq[:, None] == bk[None, :]) & (bq[:, None] != TEXT_BLOCK)
+
+
+# What the processor's `mm_token_type_ids` says of each token.
+TOKEN_TYPES = {"image_token_id": 1, "video_token_id": 2, "audio_token_id": 3}
+
+
+def check_token_types(mm_token_type_ids, ids: np.ndarray, tokens: dict) -> None:
+    """`mm_token_type_ids` adds nothing the placeholders do not already say; reject it when it
+    disagrees with them (0 text, 1 image, 2 video, 3 audio)."""
+    types = np.asarray(mm_token_type_ids)
+    if types.shape != ids.shape:
+        raise InputError(f"mm_token_type_ids: expected shape {ids.shape} (as input_ids), found {types.shape}")
+    expected = np.zeros(ids.shape, dtype=np.int64)
+    for name, kind in TOKEN_TYPES.items():
+        expected[ids == tokens[name]] = kind
+    wrong = np.argwhere(types != expected)
+    if len(wrong):
+        at = tuple(int(i) for i in wrong[0])
+        raise InputError(
+            f"mm_token_type_ids: at {at} says {int(types[at])}, but input_ids holds token {int(ids[at])} there, "
+            f"which is type {int(expected[at])} (0 text, 1 image, 2 video, 3 audio)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# prompts with images (the expansion `Gemma4Processor` does)
+
+IMAGES_FIRST_SEPARATOR = "\n\n"  # between the images and the text of a prompt that does not place them
+
+
+def expand_image_marks(text: str, soft_tokens: list[int], image: str, boi: str, eoi: str) -> str:
+    """Each image mark (`<|image|>`) of the prompt becomes `<|image>` + n x `<|image|>` + `<image|>`,
+    n = that image's soft-token count, as `Gemma4Processor` writes it. A prompt with no mark gets
+    its images in front of the text."""
+    marks = text.count(image)
+    if marks == 0 and soft_tokens:
+        text, marks = image * len(soft_tokens) + IMAGES_FIRST_SEPARATOR + text, len(soft_tokens)
+    if marks != len(soft_tokens):
+        raise InputError(f"prompt: {marks} image marks {image!r}, but {len(soft_tokens)} images were given")
+    pieces = text.split(image)
+    out = [pieces[0]]
+    for n, piece in zip(soft_tokens, pieces[1:]):
+        out += [boi, image * n, eoi, piece]
+    return "".join(out)

@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint
 from .config import TextConfig
 from .kernels import NUMPY, Backend
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
-from .norm import rms_norm
+from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
 from .ple import PLEWeights, load_ple, per_layer_inputs, token_identity
 from .rope import inverse_frequencies, rope_tables
@@ -53,7 +53,7 @@ def load_text(ckpt: Checkpoint, cfg: TextConfig, prefix: str, head_name: str) ->
     return TextWeights(
         embed=embed,
         layers=tuple(load_layer(ckpt, f"{prefix}.layers.{s.index}", s, cfg) for s in cfg.layers),
-        final_norm=ckpt.f32(f"{prefix}.norm.weight", (h,)),
+        final_norm=norm_weight(ckpt.f32(f"{prefix}.norm.weight", (h,)), cfg.norm_offset),
         lm_head=lm_head,
         ple=ple,
     )
@@ -81,15 +81,17 @@ def text_forward(
     positions: np.ndarray,
     cache=None,
     tap=None,
+    blocks=None,
     backend: Backend = NUMPY,
 ) -> np.ndarray:
     """Run the decoder stack on scaled embeddings (seq, hidden); returns logits (seq, vocab).
 
     `ple_ids`: the token ids whose PLE table rows to use (multimodal placeholders pass the pad id);
-    `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None;
+    `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None; `blocks`: image
+    block id per absolute position, for bidirectional attention inside images (or None);
     `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`)."""
     rope = rope_for_positions(positions, cfg)
-    ctx = ForwardContext(positions=positions, rope=rope, cache=cache, backend=backend)
+    ctx = ForwardContext(positions=positions, rope=rope, cache=cache, blocks=blocks, backend=backend)
     if tap is not None:
         ctx.tap = tap
     ctx.tap("embed", embeds)

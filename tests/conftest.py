@@ -7,6 +7,10 @@ drew). Set HYPOTHESIS_PROFILE=thorough locally for a longer, randomised search.
 
 import os
 
+# one BLAS thread for NumPy too (set before NumPy loads), for the same reason torch gets one below:
+# on a busy machine OpenBLAS's spinning threads made the real 270M decode four times slower
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

@@ -31,6 +31,7 @@ from minigemma.model import HEAD_NAME, Model
 from minigemma.text import load_text
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
+CLIP_BOUNDS = ("input_min", "input_max", "output_min", "output_max")  # `Gemma4ClippableLinear` buffers
 SCALE_LIKE = ("norm.weight", "layernorm.weight", "layer_scalar", "router.scale", "per_expert_scale", "_norm.weight")
 
 
@@ -101,7 +102,7 @@ def make_text_config(kwargs: dict) -> Gemma4TextConfig:
 def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Overwrite every parameter and persistent float buffer with random values.
 
-    Scales (norm weights, layer_scalar, router scales) ~ U(0.5, 1.5) with random signs on a few;
+    Clip bounds: -/+ U(0.5, 1.5). Scales (norm weights, layer_scalar, router scales) ~ U(0.5, 1.5);
     projections ~ N(0, 1/fan_in) so activations stay O(1); embeddings ~ N(0, 1)."""
     g = torch.Generator().manual_seed(seed)
     persistent = {name for name, _ in module.named_buffers() if _is_persistent(module, name)}
@@ -109,7 +110,10 @@ def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     tensors.update({n: b for n, b in module.named_buffers() if n in persistent and b.is_floating_point()})
     with torch.no_grad():
         for name, t in tensors.items():
-            if any(name.endswith(s) for s in SCALE_LIKE) or t.ndim == 1 and "bias" not in name:
+            if name.endswith(CLIP_BOUNDS):  # finite and tight: O(1) activations do get clipped
+                bound = 0.5 + torch.rand((), generator=g)
+                t.fill_(-bound if name.endswith("_min") else bound)
+            elif any(name.endswith(s) for s in SCALE_LIKE) or t.ndim == 1 and "bias" not in name:
                 t.copy_(0.5 + torch.rand(t.shape, generator=g))
             elif "bias" in name:
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))

@@ -116,7 +116,7 @@ def test_nested_text_config_errors_name_the_path():
 
 def test_unknown_model_type_and_unreadable_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ConfigError, match=r"model_type: expected one of gemma4_text, gemma4, found 'llama'"):
+    with pytest.raises(ConfigError, match=r"model_type: expected one of gemma4_text, gemma3_text, gemma4, gemma3, found 'llama'"):
         load_config(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read JSON"):

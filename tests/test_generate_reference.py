@@ -42,8 +42,9 @@ def reference_generate(ref, ids, max_new_tokens, eos=None):
     return new, torch.stack(out.logits)[:, 0].float().numpy(), out.past_key_values
 
 
-def our_steps(model, ids, max_new_tokens, stop=frozenset()):
-    """Our greedy generation with the logits of each step, recorded through `extend`."""
+def our_steps(model, ids, max_new_tokens, stop=frozenset(), soft=()):
+    """Our greedy generation with the logits of each step, recorded through `extend`; `soft`: the
+    prompt's image/audio soft tokens."""
     logits, extend = [], model.extend
 
     def recording(step_ids, cache, soft=()):
@@ -53,7 +54,7 @@ def our_steps(model, ids, max_new_tokens, stop=frozenset()):
 
     model.extend = recording
     try:
-        new = list(generate_ids(model, ids, GREEDY, max_new_tokens, stop))
+        new = list(generate_ids(model, ids, GREEDY, max_new_tokens, stop, soft=soft))
     finally:
         del model.extend
     return np.array(new), np.stack(logits)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..attention import attend_positions
 from .threads import pick, serial_and_parallel
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
@@ -130,12 +131,15 @@ def _attend(loop):
 ATTEND = serial_and_parallel(_attend)
 
 
-def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True) -> np.ndarray:
+def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, both_ways=None) -> np.ndarray:
     """Masked grouped-query attention from positions, scaling 1.0.
 
     q: (q_len, heads, d); k, v: (k_len, kv_heads, d); q_pos (q_len,), k_pos (k_len,): absolute
     positions; window: sliding window or None -> (q_len, heads, d) float32. Equals
-    `attention.attend(q, k, v, attention.attention_mask(q_pos, k_pos, window, causal))`."""
+    `attention.attend_positions(...)`. With `both_ways` (the tokens of one image seeing each other
+    both ways, a (q_len, k_len) mask) it *is* that NumPy twin: a prompt's images are rare and short."""
+    if both_ways is not None:
+        return attend_positions(q, k, v, q_pos, k_pos, window, causal, both_ways)
     q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
     out = np.empty_like(q)
     q_pos = np.ascontiguousarray(q_pos, dtype=np.int64)

@@ -1,0 +1,125 @@
+"""Generation with images: a random `Gemma4ForConditionalGeneration` with a vision tower, saved with
+a Gemma 4-shaped tokenizer; greedy generation from a prompt with two images (different aspect
+ratios, bidirectional attention inside each) equals the reference's `generate`, through the
+Python API (str and token-id prompts) and `minigemma generate --image ... --max-soft-tokens`;
+and the CLI's image mistakes are one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_generate_reference import our_steps
+from tokenizer_fixtures import write_bpe_tokenizer
+from vision_reference import make_text_config, randomize
+
+import minigemma
+from minigemma.tokenizer import load_tokenizer
+from minigemma.vision_prompt import prompt_with_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET, NEW_TOKENS = 70, 12
+PROMPT = "Compare <|image|> with <|image|> please"
+TEXT = dict(
+    hidden_size=32, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+    head_dim=8, global_head_dim=16, sliding_window=6, hidden_size_per_layer_input=8, final_logit_softcapping=30.0,
+    use_bidirectional_attention="vision", layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+)
+VISION = dict(
+    hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+    head_dim=8, patch_size=4, pooling_kernel_size=3, position_embedding_size=64, use_clipped_linears=True,
+    standardize=True,
+)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A reference model whose vocabulary and multimodal ids are the tokenizer's, saved beside it;
+    two PNGs, one tall, one wide."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    d = write_bpe_tokenizer(str(tmp_path_factory.mktemp("vision_generate")))
+    tok = load_tokenizer(d)
+    ids = {f"{name}_token_id": tok.token_id(f"{name}_token") for name in ("image", "boi", "eoi", "audio")}
+    ids["video_token_id"] = tok.token_id("mask_token")  # the fixture has no video token; any unused special id
+    text = make_text_config(dict(TEXT, vocab_size=tok.vocab_size, vocab_size_per_layer_input=tok.vocab_size,
+                                 pad_token_id=tok.token_id("pad_token"), bos_token_id=tok.bos_id, eos_token_id=None))
+    cfg = Gemma4Config(text_config=text.to_dict(), vision_config=VISION, audio_config=None, **ids)
+    for c in (cfg, cfg.text_config, cfg.vision_config):
+        c._attn_implementation = "eager"
+    ref = randomize(Gemma4ForConditionalGeneration(cfg), seed=11).eval()
+    ref.save_pretrained(d)
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, (h, w) in (("tall", (90, 30)), ("wide", (20, 110))):
+        paths.append(os.path.join(d, f"{name}.png"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    return ref, minigemma.load(d), paths
+
+
+def reference_greedy(ref, model, ids, paths):
+    """The reference's greedy new ids and step logits for our prompt ids and the processor's images."""
+    from minigemma.image import preprocess
+
+    inputs = preprocess(paths, BUDGET, VISION["patch_size"], VISION["pooling_kernel_size"])
+    types = (ids == model.config.tokens["image_token_id"]).astype(np.int64)  # as the processor marks them
+    ref.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = ref.generate(
+            input_ids=torch.from_numpy(ids[None]), pixel_values=torch.from_numpy(inputs.pixel_values),
+            image_position_ids=torch.from_numpy(inputs.image_position_ids), mm_token_type_ids=torch.from_numpy(types[None]),
+            max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0, output_hidden_states=True,
+            output_logits=True, return_dict_in_generate=True,
+        )
+    return out.sequences[0, len(ids):].numpy(), torch.stack(out.logits)[:, 0].float().numpy()
+
+
+def test_greedy_generation_with_images_equals_reference(saved):
+    ref, model, paths = saved
+    ids, as_text, soft = prompt_with_images(model, PROMPT, paths, BUDGET)
+    assert as_text and len(soft) == 1
+    t = model.config.tokens
+    assert ids[0] == model.tokenizer.bos_id and np.sum(ids == t["boi_token_id"]) == np.sum(ids == t["eoi_token_id"]) == 2
+    expected, expected_logits = reference_greedy(ref, model, ids, paths)
+    assert len(expected) == NEW_TOKENS
+    new, logits = our_steps(model, ids, NEW_TOKENS, soft=soft)  # each step's logits as the reference's
+    np.testing.assert_array_equal(new, expected)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-4)
+    # token ids in (placeholders already expanded), ids out
+    np.testing.assert_array_equal(model.generate(ids, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET), expected)
+    # text in, text out; and streamed
+    text = model.generate(PROMPT, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET)
+    assert text == model.tokenizer.decode(expected)
+    assert "".join(model.stream(PROMPT, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET)) == text
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "minigemma", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_generate_with_images(saved):
+    _, model, paths = saved
+    r = run("generate", PROMPT, "--model", model.path, "--image", paths[0], "--image", paths[1],
+            "--max-soft-tokens", str(BUDGET), "--temperature", "0", "--max-new-tokens", str(NEW_TOKENS))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == model.generate(PROMPT, NEW_TOKENS, temperature=0, images=paths, max_soft_tokens=BUDGET) + "\n"
+
+
+def test_cli_image_mistakes_are_one_line_errors(saved, tmp_path):
+    _, model, paths = saved
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    cases = [
+        (["--image", str(not_image)], f"{not_image}: cannot read an image"),
+        (["--image", str(tmp_path / "missing.jpg")], "missing.jpg: cannot read an image"),
+        (["--image", paths[0], "--max-soft-tokens", "100"], "argument --max-soft-tokens: invalid choice: 100"),
+        (["--image", paths[0]], "prompt: 2 image marks '<|image|>', but 1 images were given"),
+    ]
+    for flags, message in cases:
+        r = run("generate", PROMPT, "--model", model.path, "--max-new-tokens", "2", *flags)
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        error = [line for line in r.stderr.splitlines() if "error" in line]
+        assert len(error) == 1 and message in error[0] and "Traceback" not in r.stderr, r.stderr
