@@ -7,9 +7,10 @@ kernel is compiled twice, serial and parallel, and a call takes the parallel one
 * it has at least `PARALLEL_MIN_WORK` to do: a decoding step of a small model makes dozens of
   tiny calls, for which waking threads costs more than the work (the `tiny` benchmark config
   decoded several times slower with every call parallel);
-* and a core is idle: on the shared 2-core machine the benchmarks ran on, with another process
-  busy, a parallel GEMV streamed 8 GB/s and a serial one 13-14 (benchmarks/README.md). "Idle"
-  is judged from the 1-minute load average, read at most once a second.
+* and the machine is not busy: on the shared 2-core machine the benchmarks ran on, with two
+  other processes running, a parallel GEMV streamed 8 GB/s and a serial one 13-14, while with
+  the machine quieter the parallel GEMV won (benchmarks/README.md). Busy is judged from the
+  1-minute load average, read at most once a second.
 
 Serial and parallel kernels compute every output element the same way, so the choice changes
 the speed, never a bit of the result.
@@ -26,7 +27,7 @@ from numba import njit, prange
 from . import FASTMATH
 
 PARALLEL_MIN_WORK = 1 << 22  # multiply-adds (or values touched): ~4 M, a few hundred microseconds
-IDLE_MARGIN = 0.5  # load average above cores - 1 + this: no core to spare
+BUSY_LOAD = 0.5  # load average (our own running thread included) above cores + this: no core to spare
 
 
 def serial_and_parallel(define, fastmath=FASTMATH):
@@ -43,5 +44,6 @@ def pick(kernels: tuple, work: int):
 
 @lru_cache(maxsize=1)
 def idle_core(second: int) -> bool:
-    """Whether a core is free for a second thread (this process's own thread counted), this second."""
-    return os.getloadavg()[0] < (os.cpu_count() or 1) - 1 + IDLE_MARGIN
+    """Whether the other processes leave a core for a second thread, this second: the 1-minute
+    load average counts this process's own running thread(s) too."""
+    return os.getloadavg()[0] < (os.cpu_count() or 1) + BUSY_LOAD
