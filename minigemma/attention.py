@@ -31,7 +31,6 @@ from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
 from .norm import norm_weight, rms_norm
 from .ops import linear, softmax
-from .rope import apply_rope
 
 ATTENTION_SCALING = 1.0  # q/k norms make the usual 1/sqrt(head_dim) unnecessary
 
@@ -74,22 +73,24 @@ def load_attention(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConf
     )
 
 
-def project_queries(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin) -> np.ndarray:
-    """Queries: project, RMSNorm per head, rotate. (seq, hidden) -> (seq, heads, head_dim)."""
+def project_queries(x, w: AttentionWeights, spec: LayerSpec, eps: float) -> np.ndarray:
+    """Queries: project, RMSNorm per head. (seq, hidden) -> (seq, heads, head_dim).
+
+    RoPE is applied by the caller: the normed, not yet rotated queries are what the reference's
+    `q_norm` module outputs, so a trace can name them."""
     q = linear(x, w.q_proj, w.q_bias).reshape(x.shape[0], -1, spec.head_dim)
-    return apply_rope(rms_norm(q, w.q_norm, eps), cos, sin)
+    return rms_norm(q, w.q_norm, eps)
 
 
-def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, cos, sin, value_norm: bool = True):
+def project_keys_values(x, w: AttentionWeights, spec: LayerSpec, eps: float, value_norm: bool = True):
     """Keys and values of this layer's own tokens: (seq, kv_heads, head_dim) each.
 
-    Keys: project, RMSNorm with scale, rotate. Values: project (or reuse the raw key projection
-    when k_eq_v), RMSNorm *without* scale (`value_norm`; Gemma 3 has none), no rotation."""
+    Keys: project, RMSNorm with scale (RoPE comes after, from the caller, as for queries).
+    Values: project (or reuse the raw key projection when k_eq_v), RMSNorm *without* scale
+    (`value_norm`; Gemma 3 has none), never rotated."""
     k = linear(x, w.k_proj, w.k_bias).reshape(x.shape[0], -1, spec.head_dim)
     v = k if w.v_proj is None else linear(x, w.v_proj, w.v_bias).reshape(x.shape[0], -1, spec.head_dim)
-    k = apply_rope(rms_norm(k, w.k_norm, eps), cos, sin)
-    v = rms_norm(v, None, eps) if value_norm else v
-    return k, v
+    return rms_norm(k, w.k_norm, eps), rms_norm(v, None, eps) if value_norm else v
 
 
 def attention_mask(

@@ -3,6 +3,7 @@
     minigemma info [--model DIR]              what a checkpoint contains
     minigemma generate PROMPT [--model DIR]   continue a prompt, streaming (cli_generate.py)
     minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin
+    minigemma trace ... / compare A B         named activations, and where two traces diverge (verify_cli.py)
 
 Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
 prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
@@ -17,6 +18,7 @@ import sys
 import numpy as np
 
 from .errors import MinigemmaError
+from .verify_cli import add_compare, add_trace
 
 EXIT_USER_ERROR = 2
 
@@ -75,7 +77,9 @@ def describe(model) -> list[str]:
         lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
-    resident, mapped = memory_bytes(model.weights)
+    if model.audio is not None:
+        lines.append(describe_audio(model.audio))
+    resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
     lines.append(
         f"memory:      {resident / 2**20:.1f} MiB resident (arrays in memory), {mapped / 2**20:.1f} MiB memory-mapped "
         f"(weights kept as stored in the file, read as used); process RSS now {rss_bytes() / 2**20:.1f} MiB"
@@ -93,6 +97,18 @@ def rss_bytes() -> int:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def describe_audio(tower) -> str:
+    from .audio_subsample import NUM_CONVS, STRIDE
+
+    a, f = tower.config, tower.features
+    return (
+        f"audio:       conformer {a.num_hidden_layers} layers x {a.hidden_size}, {a.num_attention_heads} heads, chunks of "
+        f"{a.attention_chunk_size} (+{a.max_past_horizon} left, +{a.attention_context_right} right)"
+        + (", clipped linears" if a.use_clipped_linears else "")
+        + f"; {f.feature_size} mel bins, {STRIDE**NUM_CONVS * f.hop_length_ms:g} ms per soft token"
+    )
 
 
 def memory_bytes(weights) -> tuple[int, int]:
@@ -131,7 +147,7 @@ def _is_mapped(a: np.ndarray) -> bool:
 
 from .cli_generate import add_chat, add_generate  # noqa: E402  (they reuse add_model_flag above)
 
-COMMANDS = [add_info, add_generate, add_chat]
+COMMANDS = [add_info, add_generate, add_chat, add_trace, add_compare]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -76,6 +76,9 @@ def add_generate(sub) -> None:
     add_model_flag(p)
     add_sampling_flags(p)
     add_image_flags(p)
+    p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
+                   help="a WAV clip to hear (repeatable); placed at the prompt's <|audio|> markers in order, "
+                   "or before the prompt when it has none")
     p.set_defaults(run=run_generate)
 
 
@@ -96,13 +99,23 @@ def image_file(path: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def audio_file(path: str):
+    """Read an --audio WAV now, before the model loads; an unreadable file is a one-line error."""
+    from .wav import read_clip
+
+    try:
+        return read_clip(path)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def prompt_inputs(model, text: str, args):
     """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
     placeholders and soft tokens here."""
-    if args.images:
-        from .vision_prompt import prompt_with_images
+    if args.images or args.audio:
+        from .media_prompt import prompt_with_media
 
-        ids, _, soft = prompt_with_images(model, text, args.images, args.max_soft_tokens)
+        ids, _, soft = prompt_with_media(model, text, args.images, args.max_soft_tokens, args.audio)
         return ids, soft
     return model.tokenizer.encode(text, add_special_tokens=True), ()
 
@@ -148,11 +161,17 @@ def add_chat(sub) -> None:
     add_sampling_flags(p)
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
     p.add_argument("--think", action="store_true", help="let the model think first (the template's enable_thinking)")
+    p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
+                   help="a WAV clip the first turn is about (repeatable)")
     p.set_defaults(run=run_chat)
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here."""
+    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here,
+    to the first turn only (they are taken out of `args`)."""
+    clips, args.audio = getattr(args, "audio", None), None
+    if clips:
+        return [*({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
     return text
 
 

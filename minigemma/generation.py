@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from .errors import InputError
+from .media_prompt import prompt_with_media
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
 from .tokenizer import TextStream, has_tokenizer
-from .vision_prompt import prompt_with_images
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
 
@@ -92,23 +92,20 @@ def check_prompt_fits(model, n: int) -> None:
         raise InputError(f"prompt: {n} tokens, longer than the model's context (max_position_embeddings={context})")
 
 
-def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None):
+def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None,
+           audio=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    soft = ()
-    if images is None:
-        ids, as_text = prompt_ids(model, prompt)
-    else:  # placeholders in the prompt, soft tokens from the vision tower
-        ids, as_text, soft = prompt_with_images(model, prompt, images, max_soft_tokens)
+    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
     return ids, as_text, sampling, stop_token_ids(model), soft
 
 
 def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-             max_soft_tokens=None):
+             max_soft_tokens=None, audio=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
     ids, as_text, sampling, stops, soft = _setup(
-        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio
     )
     new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
     if not as_text:
@@ -117,11 +114,11 @@ def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top
 
 
 def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-           max_soft_tokens=None) -> Iterator[str]:
+           max_soft_tokens=None, audio=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
     ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
-                                           max_soft_tokens)
+                                           max_soft_tokens, audio)
     return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
 
 

@@ -34,8 +34,9 @@ from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
 from .multimodal import same_block
 from .norm import norm_weight, rms_norm
-from .ops import activation
+from .ops import activation, no_tap, scoped
 from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
+from .rope import apply_rope
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,6 @@ def load_layer(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConfig) 
     )
 
 
-def _no_tap(name: str, value: np.ndarray) -> None:
-    pass
-
-
 @dataclass
 class ForwardContext:
     """What all layers of one forward pass share.
@@ -81,7 +78,7 @@ class ForwardContext:
     positions: absolute position of each input token (seq,); rope: (cos, sin) per layer type;
     shared_kv: keys/values/positions stored by producer layers for KV-shared layers to read;
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
-    tap: called with (name, array) at every named step, for traces;
+    tap: called with (name, array) at every named step, for traces (names: docs/verify.md);
     blocks: image block id of each absolute position (-1 text), for the bidirectional attention
     inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks;
     backend: who runs the hot loops, the NumPy twins or the Numba kernels (`kernels/__init__.py`)."""
@@ -90,63 +87,73 @@ class ForwardContext:
     rope: dict
     shared_kv: dict = field(default_factory=dict)
     cache: list | None = None
-    tap: object = _no_tap
+    tap: object = no_tap
     blocks: np.ndarray | None = None
     backend: Backend = NUMPY
 
 
-def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap):
-    """The attention block's core: (seq, hidden) normed input -> (seq, hidden)."""
+def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap=no_tap):
+    """The attention block's core: (seq, hidden) normed input -> (seq, hidden).
+
+    q and k are named before RoPE, as the reference's `q_norm` / `k_norm` modules output them."""
     cos, sin = ctx.rope[spec.layer_type]
     eps = cfg.rms_norm_eps
-    q = project_queries(x, w, spec, eps, cos, sin)  # (seq, heads, head_dim)
+    q = project_queries(x, w, spec, eps)  # (seq, heads, head_dim)
+    tap("q", q)
+    q = apply_rope(q, cos, sin)
     if spec.reuses_kv:
         k, v, k_pos = ctx.shared_kv[spec.kv_producer]  # the producer's keys/values, cache included
     else:
-        k, v = project_keys_values(x, w, spec, eps, cos, sin, cfg.value_norm)  # (seq, kv_heads, head_dim)
+        k, v = project_keys_values(x, w, spec, eps, cfg.value_norm)  # (seq, kv_heads, head_dim)
+        tap("k", k)
+        tap("v", v)
+        k = apply_rope(k, cos, sin)
         k_pos = ctx.positions
         if ctx.cache is not None:
             k, v, k_pos = ctx.cache[spec.index].update(k, v, ctx.positions)  # past + new
         if spec.kv_sharing == "store":
             ctx.shared_kv[spec.index] = (k, v, k_pos)
-        tap("k", k)
-        tap("v", v)
-    tap("q", q)
     if cfg.attention_scaling != 1.0:  # Gemma 3: scores * query_pre_attn_scalar ** -0.5, folded into q
         q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
     both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
     # masks come from absolute positions (`attention.attention_mask`), cached keys included
-    o = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)  # (seq, heads, head_dim)
-    out = output_projection(o, w)
+    context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)
+    tap("context", context)  # (seq, heads, head_dim): each head's weighted sum of values
+    out = output_projection(context, w)
     tap("out", out)
     return out
 
 
 def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, per_layer_input=None):
-    """(seq, hidden) -> (seq, hidden). `per_layer_input`: this layer's PLE slice (seq, ple_dim)."""
+    """(seq, hidden) -> (seq, hidden). `per_layer_input`: this layer's PLE slice (seq, ple_dim).
+
+    Named steps (`layers.{i}.` + name): each block's `in` is what it reads, `out` what it
+    returns, `post_norm` the norm of its `out`; `attn.residual` is the stream after attention."""
     eps, act = cfg.rms_norm_eps, activation(cfg.hidden_activation)
-    i = spec.index
+    tap = scoped(ctx.tap, f"layers.{spec.index}.")
 
-    def tap(name, value):
-        ctx.tap(f"layers.{i}.{name}", value)
-
-    attn_tap = lambda name, value: tap(f"attn.{name}", value)  # noqa: E731
-    attn = self_attention(rms_norm(h, w.input_norm, eps), w.attention, spec, cfg, ctx, attn_tap)
-    h = h + rms_norm(attn, w.post_attention_norm, eps)
+    x = rms_norm(h, w.input_norm, eps)
+    tap("attn.in", x)
+    attn = self_attention(x, w.attention, spec, cfg, ctx, scoped(tap, "attn."))  # names attn.q ... attn.out
+    attn = rms_norm(attn, w.post_attention_norm, eps)
+    tap("attn.post_norm", attn)
+    h = h + attn
+    tap("attn.residual", h)
 
     residual = h
-    f = mlp(rms_norm(h, w.pre_feedforward_norm, eps), w.mlp, act)
-    tap("mlp.out", f)
-    if w.moe is not None:
-        moe_tap = lambda n, v: tap(f"moe.{n}", v)  # noqa: E731
-        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, moe_tap, ctx.backend.experts)
-        tap("moe.out", f)
-    h = residual + rms_norm(f, w.post_feedforward_norm, eps)
+    x = rms_norm(h, w.pre_feedforward_norm, eps)
+    tap("mlp.in", x)
+    f = mlp(x, w.mlp, act, scoped(tap, "mlp."))  # names mlp.gated, mlp.out
+    if w.moe is not None:  # names mlp.post_norm (the shared expert's own norm) and moe.*
+        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, tap, ctx.backend.experts)
+    f = rms_norm(f, w.post_feedforward_norm, eps)
+    tap("moe.post_norm" if w.moe is not None else "mlp.post_norm", f)
+    h = residual + f
 
     if w.ple is not None:
-        h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps)
-        tap("ple.out", h)
+        tap("ple.in", h)
+        h = apply_per_layer_input(h, per_layer_input, w.ple, act, eps, scoped(tap, "ple."))
     if w.layer_scalar is not None:
         h = h * w.layer_scalar
     tap("out", h)

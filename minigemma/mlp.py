@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .ops import linear
+from .ops import linear, no_tap
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ def load_mlp(ckpt: Checkpoint, prefix: str, hidden: int, intermediate: int) -> M
     )
 
 
-def mlp(x: np.ndarray, w: MLPWeights, act) -> np.ndarray:
-    """(seq, hidden) -> (seq, hidden)."""
-    return linear(act(linear(x, w.gate_proj)) * linear(x, w.up_proj), w.down_proj)
+def mlp(x: np.ndarray, w: MLPWeights, act, tap=no_tap) -> np.ndarray:
+    """(seq, hidden) -> (seq, hidden). Names `gated` (the down projection's input) and `out`."""
+    gated = act(linear(x, w.gate_proj)) * linear(x, w.up_proj)  # (seq, intermediate)
+    tap("gated", gated)
+    out = linear(gated, w.down_proj)
+    tap("out", out)
+    return out

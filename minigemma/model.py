@@ -6,7 +6,8 @@ layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGener
 model under `model.language_model.*`), and Gemma 3's text model (`Gemma3ForCausalLM`: `model.*`;
 `Gemma3ForConditionalGeneration`: `language_model.model.*`, as its `save_pretrained` writes it).
 `Model.forward` turns token ids into logits; `Model.extend` feeds tokens through a KV cache, and
-`Model.generate` / `Model.stream` write text (`generation.py`).
+`Model.generate` / `Model.stream` write text (`generation.py`);
+`Model.trace` names every step on the way (`trace.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from . import generation
+from .audio import audio_soft_tokens, load_audio_tower
 from .cache import KVCache, new_cache
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
@@ -34,6 +36,8 @@ from .multimodal import (
 from .text import TextWeights, embed_tokens, load_text, text_forward
 from .image import DEFAULT_SOFT_TOKENS
 from .vision import encode_images, load_vision_tower
+from .ops import no_tap
+from .trace import Recorder
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
@@ -42,7 +46,6 @@ HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
 IGNORED = (
     re.compile(r".*\.layers\.\d+\.self_attn\.(k_proj|v_proj|k_norm|v_norm)\.(weight|bias)$"),
-    re.compile(r"^model\.(audio_tower|embed_audio)\..*"),
     re.compile(r"^(vision_tower|multi_modal_projector)\..*"),  # Gemma 3's SigLIP tower: not run
 )
 
@@ -91,16 +94,41 @@ class Model:
         logits = [self._forward_one(row, row_soft, mm_token_type_ids) for row, row_soft in zip(batch, split_by_row(batch, soft))]
         return np.stack(logits) if ids.ndim == 2 else logits[0]
 
-    def encode_media(self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None):
-        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden))."""
+    def trace(self, input_ids, names=None, **media) -> dict[str, np.ndarray]:
+        """Every named activation of one forward pass, in forward order (names: docs/verify.md).
+
+        `input_ids`: one sequence (seq,); `names`: glob patterns selecting a subset (a string or
+        a list, e.g. "layers.3.*"); `media`: images / audio as for `forward`. The values come
+        from the very code path `forward` runs, recorded at its named steps."""
+        ids = check_token_ids(input_ids, self.config.text.vocab_size)
+        if ids.ndim != 1:
+            raise InputError(f"input_ids: trace takes one sequence of shape (seq,), found shape {ids.shape}")
+        mm_token_type_ids = media.pop("mm_token_type_ids", None)
+        recorder = Recorder(names)
+        soft = self.encode_media(**media, tap=recorder)
+        check_placeholders(ids, soft, self.config.tokens)
+        if mm_token_type_ids is not None:
+            check_token_types(mm_token_type_ids, ids, self.config.tokens)
+        soft = split_by_row(ids[None], soft)[0]
+        self._forward_one(ids, soft, mm_token_type_ids, tap=recorder)
+        return recorder.result()
+
+    def encode_media(
+        self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None, tap=no_tap
+    ):
+        """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden)).
+        `tap`: named steps of the encoders (`vision.*`, `audio.*`), for `trace`."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
             if self.vision is None:
                 raise InputError("pixel_values: this checkpoint has no vision tower")
-            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config)
+            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config, tap)
             soft.append((self.config.tokens["image_token_id"], "image", tokens))
         if input_features is not None or input_features_mask is not None:
-            raise InputError("input_features: this checkpoint has no audio tower")
+            if self.audio is None:
+                raise InputError("input_features: this checkpoint has no audio tower")
+            tokens = audio_soft_tokens(self.audio, input_features, input_features_mask, tap)
+            soft.append((self.config.tokens["audio_token_id"], "audio", tokens))
         return soft
 
     def embed(self, ids: np.ndarray, soft=()) -> tuple[np.ndarray, np.ndarray]:
@@ -164,19 +192,23 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
         arguments take the checkpoint's `generation_config.json` values (greedy without one).
         `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
-        prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens."""
-        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
+        prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens.
+        `audio`: clips (WAV paths or 1-D sample arrays), one per `<|audio|>` mark of the prompt
+        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items."""
+        return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
+                                   audio)
 
     def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
-        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens)
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
+                                 audio)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -241,8 +273,9 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
     vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
+    audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path, vision=vision, backend=chosen)
+    return Model(config, weights, path, vision=vision, audio=audio, backend=chosen)
 
 
 def default_model_path() -> str:

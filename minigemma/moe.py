@@ -28,7 +28,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .norm import rms_norm
-from .ops import linear, softmax
+from .ops import linear, no_tap, softmax
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,24 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     return out
 
 
-def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=None, dispatch=experts):
+def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=no_tap, dispatch=experts):
     """Combine the shared expert (the dense MLP output `dense_out`) with the routed experts.
 
-    h: the pre-MLP residual (tokens, hidden), which both the router and the experts read;
-    dispatch: `experts` or its Numba twin (`kernels/moe.py`)."""
-    _, top_k_weights, top_k_index = route(h, w.router, top_k, eps)
-    routed = dispatch(rms_norm(h, w.pre_norm, eps), top_k_index, top_k_weights, w.experts, act)
-    if tap is not None:
-        tap("router.top_k_index", top_k_index)
-        tap("router.top_k_weights", top_k_weights)
-    return rms_norm(dense_out, w.post_norm_dense, eps) + rms_norm(routed, w.post_norm_experts, eps)
+    h: the pre-MLP residual (tokens, hidden), which both the router and the experts read.
+    `tap` is the layer's: it names `mlp.post_norm` (the shared expert's own norm) and `moe.*`;
+    `dispatch`: `experts` or its Numba twin (`kernels/moe.py`)."""
+    dense = rms_norm(dense_out, w.post_norm_dense, eps)
+    tap("mlp.post_norm", dense)
+    probs, top_k_weights, top_k_index = route(h, w.router, top_k, eps)
+    tap("moe.router.probs", probs)
+    tap("moe.router.top_k_weights", top_k_weights)
+    tap("moe.router.top_k_index", top_k_index)
+    x = rms_norm(h, w.pre_norm, eps)
+    tap("moe.experts.in", x)
+    routed = dispatch(x, top_k_index, top_k_weights, w.experts, act)
+    tap("moe.experts.out", routed)
+    routed = rms_norm(routed, w.post_norm_experts, eps)
+    tap("moe.experts.post_norm", routed)
+    out = dense + routed
+    tap("moe.out", out)
+    return out

@@ -60,3 +60,13 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
     """`cap * tanh(x / cap)`: squashes values smoothly into (-cap, cap)."""
     return np.float32(cap) * np.tanh(x / np.float32(cap))
+
+
+def no_tap(name: str, value: np.ndarray) -> None:
+    """The default `tap`: a named activation goes nowhere. Every feature that names its steps
+    takes a `tap(name, array)`; `trace.py` passes one that records them."""
+
+
+def scoped(tap, prefix: str):
+    """A tap that prefixes names: `scoped(tap, "layers.3.")("out", h)` calls `tap("layers.3.out", h)`."""
+    return lambda name, value: tap(prefix + name, value)

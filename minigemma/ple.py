@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, to_f32
 from .norm import rms_norm
-from .ops import linear
+from .ops import linear, no_tap
 
 MIX_SCALE = np.float32(2.0**-0.5)  # average the token-identity and context parts
 
@@ -71,18 +71,32 @@ def token_identity(ids: np.ndarray, w: PLEWeights, n_layers: int, ple_dim: int) 
     return (rows * np.float32(ple_dim**0.5)).reshape(len(ids), n_layers, ple_dim)
 
 
+def context_projection(embeds: np.ndarray, w: PLEWeights, n_layers: int, ple_dim: int, eps: float) -> np.ndarray:
+    """The context part: scaled embeddings (seq, hidden) projected to (seq, layers, ple_dim),
+    times 1/sqrt(hidden), RMS-normed per layer."""
+    hidden = embeds.shape[-1]
+    context = linear(embeds, w.model_projection) * np.float32(hidden**-0.5)
+    return rms_norm(context.reshape(len(embeds), n_layers, ple_dim), w.projection_norm, eps)
+
+
 def per_layer_inputs(
     identity: np.ndarray, embeds: np.ndarray, w: PLEWeights, n_layers: int, ple_dim: int, eps: float
 ) -> np.ndarray:
     """Mix token identity (seq, layers, ple_dim) with the context projection of the scaled
     embeddings (seq, hidden): the input every layer gets, (seq, layers, ple_dim)."""
-    hidden = embeds.shape[-1]
-    context = linear(embeds, w.model_projection) * np.float32(hidden**-0.5)
-    context = rms_norm(context.reshape(len(embeds), n_layers, ple_dim), w.projection_norm, eps)
+    return mix(identity, context_projection(embeds, w, n_layers, ple_dim, eps))
+
+
+def mix(identity: np.ndarray, context: np.ndarray) -> np.ndarray:
     return (context + identity) * MIX_SCALE
 
 
-def apply_per_layer_input(h: np.ndarray, layer_input: np.ndarray, w: PLELayerWeights, act, eps: float) -> np.ndarray:
+def apply_per_layer_input(h: np.ndarray, layer_input: np.ndarray, w: PLELayerWeights, act, eps: float, tap=no_tap) -> np.ndarray:
     """Inside a layer: h (seq, hidden) + norm(project(act(gate(h)) * layer_input (seq, ple_dim)))."""
     gated = act(linear(h, w.gate)) * layer_input  # (seq, ple_dim)
-    return h + rms_norm(linear(gated, w.projection), w.post_norm, eps)
+    tap("gated", gated)
+    out = linear(gated, w.projection)
+    tap("out", out)
+    out = rms_norm(out, w.post_norm, eps)
+    tap("post_norm", out)
+    return h + out

@@ -23,7 +23,7 @@ from .kernels import NUMPY, Backend
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
 from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
-from .ple import PLEWeights, load_ple, per_layer_inputs, token_identity
+from .ple import PLEWeights, context_projection, load_ple, mix, token_identity
 from .rope import inverse_frequencies, rope_tables
 
 
@@ -97,10 +97,12 @@ def text_forward(
     ctx.tap("embed", embeds)
     ple_inputs = None
     if w.ple is not None:
-        identity = token_identity(ple_ids, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
-        ple_inputs = per_layer_inputs(
-            identity, embeds, w.ple, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input, cfg.rms_norm_eps
-        )  # (seq, layers, ple_dim)
+        n_layers, ple_dim = cfg.num_hidden_layers, cfg.hidden_size_per_layer_input
+        identity = token_identity(ple_ids, w.ple, n_layers, ple_dim)  # (seq, layers, ple_dim)
+        ctx.tap("ple.identity", identity)
+        context = context_projection(embeds, w.ple, n_layers, ple_dim, cfg.rms_norm_eps)
+        ctx.tap("ple.context", context)
+        ple_inputs = mix(identity, context)
         ctx.tap("ple.inputs", ple_inputs)
 
     h = embeds

@@ -28,7 +28,7 @@ from .checkpoint import TensorSource
 from .errors import InputError
 from .image import grid_positions
 from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
-from .ops import linear
+from .ops import linear, no_tap
 from .vision_config import VisionConfig, vision_config_from_dict
 from .vision_encoder import VisionLayerWeights, load_vision_layer, vision_encoder
 
@@ -88,25 +88,37 @@ def pool(h: np.ndarray, rows: int, cols: int, k: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3)).reshape(-1, hidden) * np.float32(hidden**0.5)
 
 
-def encode_image(pixels: np.ndarray, positions: np.ndarray, w: VisionWeights, cfg: VisionConfig, tap=None) -> np.ndarray:
+def encode_image(pixels: np.ndarray, positions: np.ndarray, w: VisionWeights, cfg: VisionConfig, tap=no_tap) -> np.ndarray:
     """One image's real patches, row by row -> its soft tokens in the text model's space (tokens, text_hidden)."""
     h = embed_patches(pixels, positions, w)
+    tap("vision.patch_embed", h)
     h = vision_encoder(h, positions, w.layers, cfg, tap)
     cols, rows = positions[-1] + 1  # patches come row by row: the last is the bottom-right one
     tokens = pool(h, rows, cols, cfg.pooling_kernel_size)
+    tap("vision.pooled", tokens)
     if cfg.standardize:
         tokens = (tokens - w.std_bias) * w.std_scale
-    return embed_soft_tokens(tokens, w.embedder, cfg.rms_norm_eps)
+    tap("vision.out", tokens)
+    tokens = embed_soft_tokens(tokens, w.embedder, cfg.rms_norm_eps)
+    tap("vision.soft_tokens", tokens)
+    return tokens
 
 
-def encode_images(pixel_values, image_position_ids, w: VisionWeights, cfg: VisionConfig, tap=None) -> np.ndarray:
+def encode_images(pixel_values, image_position_ids, w: VisionWeights, cfg: VisionConfig, tap=no_tap) -> np.ndarray:
     """Processor outputs (images, max_patches, ...) -> every image's soft tokens, in order:
-    (total soft tokens, text_hidden)."""
+    (total soft tokens, text_hidden). A named step's values of all images are tapped once,
+    one image after another on axis 0."""
     pixels, positions = check_image_inputs(pixel_values, image_position_ids, cfg)
-    tokens = []
+    tokens, named = [], {}
+
+    def collect(name, value):
+        named.setdefault(name, []).append(value)
+
     for img_pixels, img_positions in zip(pixels, positions):
         real = np.any(img_positions != PAD_POSITION, axis=-1)
-        tokens.append(encode_image(img_pixels[real], img_positions[real], w, cfg, tap))
+        tokens.append(encode_image(img_pixels[real], img_positions[real], w, cfg, collect))
+    for name, values in named.items():
+        tap(name, np.concatenate(values))
     return np.concatenate(tokens)
 
 

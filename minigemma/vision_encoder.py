@@ -30,7 +30,7 @@ from .checkpoint import TensorSource
 from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
 from .config import RopeParams
 from .norm import rms_norm
-from .ops import activation
+from .ops import activation, no_tap
 from .rope import apply_rope, inverse_frequencies, rope_tables
 from .vision_config import VisionConfig
 
@@ -120,11 +120,10 @@ def vision_layer(h: np.ndarray, w: VisionLayerWeights, cfg: VisionConfig, rope: 
     return h + rms_norm(mlp_out, w.post_feedforward_norm, eps)
 
 
-def vision_encoder(h: np.ndarray, positions: np.ndarray, layers, cfg: VisionConfig, tap=None) -> np.ndarray:
+def vision_encoder(h: np.ndarray, positions: np.ndarray, layers, cfg: VisionConfig, tap=no_tap) -> np.ndarray:
     """All encoder layers over one image's real patches: (patches, hidden), positions (patches, 2)."""
     rope = axial_rope_tables(positions, cfg.head_dim, cfg.rope_theta)
     for i, w in enumerate(layers):
         h = vision_layer(h, w, cfg, rope)
-        if tap is not None:
-            tap(f"vision.layers.{i}.out", h)
+        tap(f"vision.layers.{i}.out", h)
     return h

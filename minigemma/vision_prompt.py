@@ -33,10 +33,7 @@ def image_marks(tokenizer) -> dict[str, str]:
 
 def prompt_with_images(model, prompt, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
     """(token ids, as_text, soft tokens) of a prompt and its images; `soft` as `Model.embed` takes it."""
-    if model.vision is None:
-        raise InputError("images: this checkpoint has no vision tower")
-    cfg = model.vision.config
-    inputs = preprocess(images, max_soft_tokens, cfg.patch_size, cfg.pooling_kernel_size)
+    inputs = preprocess_for(model, images, max_soft_tokens)
     counts = inputs.num_soft_tokens_per_image
     if isinstance(prompt, str):
         text = expand_image_marks(prompt, counts, **image_marks(model.tokenizer))
@@ -50,3 +47,11 @@ def prompt_with_images(model, prompt, images, max_soft_tokens: int = DEFAULT_SOF
         ids, as_text = prompt_ids(model, prompt)
     soft = model.encode_media(inputs.pixel_values, inputs.image_position_ids)
     return np.asarray(ids, dtype=np.int64), as_text, soft
+
+
+def preprocess_for(model, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
+    """The images preprocessed for this model's vision tower (`image.preprocess`)."""
+    if model.vision is None:
+        raise InputError("images: this checkpoint has no vision tower")
+    cfg = model.vision.config
+    return preprocess(images, max_soft_tokens, cfg.patch_size, cfg.pooling_kernel_size)

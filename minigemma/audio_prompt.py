@@ -1,0 +1,147 @@
+"""Audio in a prompt (mirrors `Gemma4Processor` with audio: `replace_audio_token` and the
+placeholder expansion of `ProcessorMixin.__call__`).
+
+A prompt says where each clip goes with the tokenizer's audio token, `<|audio|>`, once per clip.
+Each marker is expanded to
+
+    <|audio>  <|audio|> x n  <audio|>          (begin, n placeholders, end)
+
+where n is the number of soft tokens the clip becomes: its count of real mel frames after the
+two stride-2 subsampling convs, as the processor computes it from the feature mask. The text
+model then reads the clip's soft tokens in place of the placeholders, in order.
+
+For convenience a prompt without any marker gets one per clip at its start (the reference
+processor would refuse it); otherwise markers and clips must pair up exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .audio import AudioTower, audio_soft_tokens
+from .audio_features import extract_features
+from .audio_subsample import subsampled_mask
+from .errors import ConfigError, InputError
+from .wav import WavClip, read_clip, resample
+
+TOKEN_NAMES = ("boa_token", "audio_token", "eoa_token")  # tokenizer_config.json: begin, placeholder, end
+
+
+def clip_samples(clip, index: int, tower: AudioTower) -> np.ndarray:
+    """A clip given as a WAV path or `WavClip` (resampled to the extractor's rate) or as samples
+    at that rate already."""
+    if isinstance(clip, str | os.PathLike):
+        clip = read_clip(clip)
+    if isinstance(clip, WavClip):
+        return resample(clip.samples, clip.rate, tower.features.sampling_rate)
+    if isinstance(clip, np.ndarray | list | tuple):
+        return clip
+    raise InputError(f"audio clip {index}: expected a WAV file path or an array of samples, found {type(clip).__name__}")
+
+
+def clip_path(clip) -> str | None:
+    return os.fspath(clip) if isinstance(clip, str | os.PathLike) else clip.path if isinstance(clip, WavClip) else None
+
+
+def audio_tokens(model) -> tuple[str, str, str]:
+    """The tokenizer's (begin, placeholder, end) audio tokens, checked against config.json's ids."""
+    tok = model.tokenizer
+    names = [tok.named.get(name) for name in TOKEN_NAMES]
+    if None in names or any(tok.specials.get(t) is None for t in names):
+        missing = [n for n, t in zip(TOKEN_NAMES, names) if t is None or tok.specials.get(t) is None]
+        raise ConfigError(
+            f"{tok.path}: the tokenizer has no audio tokens ({', '.join(missing)} missing from tokenizer_config.json)"
+        )
+    expected = model.config.tokens.get("audio_token_id")
+    if tok.specials[names[1]] != expected:
+        raise ConfigError(
+            f"{tok.path}: the tokenizer's audio token {names[1]!r} is id {tok.specials[names[1]]}, "
+            f"but config.json says audio_token_id={expected}"
+        )
+    return tuple(names)
+
+
+def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str], unmarked_first: bool = True) -> str:
+    """Replace the i-th audio marker of `text` by begin + counts[i] placeholders + end.
+    `unmarked_first`: a text without markers gets the clips at its start."""
+    begin, marker, end = tokens
+    parts = text.split(marker)
+    if len(parts) == 1 and unmarked_first:  # no marker: the clips go first
+        parts = [""] * len(counts) + [text]
+    if len(parts) - 1 != len(counts):
+        raise InputError(f"prompt: {len(parts) - 1} {marker} markers, but {len(counts)} audio clips were given")
+    out = [parts[0]]
+    for n, rest in zip(counts, parts[1:]):
+        out += [begin + marker * int(n) + end, rest]
+    return "".join(out)
+
+
+def clip_features(model, clips) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Clips (WAV paths or sample arrays) -> (features, feature mask, soft tokens per clip)."""
+    if model.audio is None:
+        raise InputError(f"audio: {model.path} has no audio tower (its config.json has no audio_config)")
+    clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray | WavClip) else list(clips)
+    samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
+    names = [f"audio clip {i}" + (f" ({clip_path(c)})" if clip_path(c) else "") for i, c in enumerate(clips)]
+    features, mask = extract_features(samples, model.audio.features, names)
+    return features, mask, [int(n) for n in subsampled_mask(mask).sum(axis=1)]
+
+
+def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
+    """Clips -> (soft tokens per clip, all soft tokens (n, hidden))."""
+    features, mask, counts = clip_features(model, clips)
+    return counts, audio_soft_tokens(model.audio, features, mask)
+
+
+def prompt_with_audio(
+    model, text: str, clips, add_special_tokens: bool = True, unmarked_first: bool = True
+) -> tuple[np.ndarray, list]:
+    """Prompt text with audio markers and the clips (WAV paths or sample arrays) -> the prompt's
+    token ids and the soft tokens to merge at its placeholders, [(placeholder id, "audio", (n, hidden))]."""
+    features, mask, counts = clip_features(model, clips)
+    expanded = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
+    ids = np.array(model.tokenizer.encode(expanded, add_special_tokens=add_special_tokens), dtype=np.int64)
+    soft = audio_soft_tokens(model.audio, features, mask)  # the tower runs once the prompt is known to be right
+    return ids, [(model.config.tokens["audio_token_id"], "audio", soft)]
+
+
+class ChatAudio:
+    """The clips of a conversation. Content items `{"type": "audio", "audio": PATH or samples}`
+    (or `"path"`) are heard when their turn arrives; their counts and soft tokens are kept, so
+    the history can be rendered again every turn and, when the KV cache starts over, fed again."""
+
+    def __init__(self, model, counts=(), tokens=()):
+        self.model = model
+        self.counts = list(counts)  # soft tokens per clip, in conversation order
+        self.tokens = list(tokens)  # (count, hidden) soft tokens per clip
+
+    def hear(self, content) -> ChatAudio:
+        """This conversation's clips and those of `content` (a message's content), as a new ChatAudio."""
+        content = content if isinstance(content, list) else []  # a plain str turn has no audio
+        items = [item for item in content if isinstance(item, dict) and item.get("type") == "audio"]
+        for i, item in enumerate(items):
+            if item.get("audio", item.get("path")) is None:
+                raise InputError(f"audio item {i} of a message: expected its clip under 'audio' or 'path', found {item!r}")
+        if not items:
+            return self
+        counts, tokens = encode_clips(self.model, [item.get("audio", item.get("path")) for item in items])
+        return ChatAudio(self.model, self.counts + counts, self.tokens + np.split(tokens, np.cumsum(counts)[:-1]))
+
+    def encode(self, messages, add_generation_prompt: bool, **switches) -> list[int]:
+        """The conversation's token ids: the chat template's text, audio markers expanded."""
+        text = self.model.tokenizer.render_chat(messages, add_generation_prompt, **switches)
+        if self.counts:
+            text = expand_audio_markers(text, self.counts, audio_tokens(self.model), unmarked_first=False)
+        return self.model.tokenizer.encode(text)
+
+    def soft(self, ids, start: int, end: int) -> list:
+        """Soft tokens for feeding ids[start:end]: the i-th placeholder of `ids` is row i of all clips' tokens."""
+        if not self.counts:
+            return []
+        placeholder = self.model.config.tokens["audio_token_id"]
+        ids = np.asarray(ids)
+        before, inside = int(np.sum(ids[:start] == placeholder)), int(np.sum(ids[start:end] == placeholder))
+        return [(placeholder, "audio", np.concatenate(self.tokens)[before : before + inside])] if inside else []
+

@@ -1,0 +1,64 @@
+"""A prompt with images and audio together, for `generate` / `stream` and the CLI (what
+`Gemma4Processor` does before the model runs, for both modalities at once).
+
+    prompt text (a str, or chat messages rendered by the chat template)
+      -> each `<|image|>` mark expanded (vision_prompt.py), images encoded
+      -> each `<|audio|>` mark expanded (audio_prompt.py), clips encoded
+      -> token ids, and the soft tokens of both towers to merge at their placeholders
+
+A str prompt takes its clips from `audio`; chat messages carry theirs in their content's
+{"type": "audio", "path": ...} items. Without audio this is `vision_prompt.prompt_with_images`
+(or, without images either, the plain prompt).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .audio import audio_soft_tokens
+from .audio_prompt import ChatAudio, audio_tokens, clip_features, expand_audio_markers
+from .errors import InputError
+from .image import DEFAULT_SOFT_TOKENS
+from .multimodal import expand_image_marks
+from .vision_prompt import image_marks, preprocess_for, prompt_with_images
+
+
+def is_messages(prompt) -> bool:
+    return isinstance(prompt, list | tuple) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
+
+
+def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=None) -> tuple[np.ndarray, bool, list]:
+    """(token ids, as_text, soft tokens) of a prompt with its images and audio clips. The towers
+    run last, once the marks are known to match the inputs."""
+    max_soft_tokens = max_soft_tokens or DEFAULT_SOFT_TOKENS
+    if is_messages(prompt):
+        if audio is not None:
+            raise InputError("audio: with chat messages, give each clip in its message as {'type': 'audio', 'path': PATH}")
+        heard = ChatAudio(model)
+        for message in prompt:
+            heard = heard.hear(message.get("content"))
+        counts, encode_audio = heard.counts, lambda: np.concatenate(heard.tokens)
+        text, add_special_tokens, unmarked_first = model.tokenizer.render_chat(list(prompt)), False, False
+    elif audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
+        features, mask, counts = clip_features(model, audio)
+        encode_audio = lambda: audio_soft_tokens(model.audio, features, mask)  # noqa: E731
+        text, add_special_tokens, unmarked_first = prompt, True, True
+    else:
+        counts = []
+    if not counts:  # no audio: images only, or a plain prompt
+        if images is None:
+            from .generation import prompt_ids
+
+            return *prompt_ids(model, prompt), []
+        return prompt_with_images(model, prompt, images, max_soft_tokens)
+    if images is not None:
+        inputs = preprocess_for(model, images, max_soft_tokens)
+        text = expand_image_marks(text, inputs.num_soft_tokens_per_image, **image_marks(model.tokenizer))
+    text = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
+    ids = np.array(model.tokenizer.encode(text, add_special_tokens=add_special_tokens), dtype=np.int64)
+    soft = [(model.config.tokens["audio_token_id"], "audio", encode_audio())]
+    if images is not None:
+        soft += model.encode_media(inputs.pixel_values, inputs.image_position_ids)
+    return ids, True, soft

@@ -1,0 +1,132 @@
+"""`minigemma trace` and `minigemma compare`: the command line of verifying a port (docs/verify.md).
+
+    minigemma trace [--model DIR] (--prompt TEXT | --ids 2,15,7) --out FILE [--names PATTERN]... [--reference]
+    minigemma compare A B [--atol 1e-4] [--rtol 1e-4] [--names PATTERN]...
+
+`compare` exits 0 when every activation agrees, 1 at a divergence, 2 on a user error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
+from .errors import InputError
+
+EXIT_DIVERGED = 1
+
+
+def add_names_flag(p) -> None:
+    p.add_argument(
+        "--names", action="append", metavar="PATTERN", help="glob pattern selecting activations, e.g. 'layers.3.*' (repeatable)"
+    )
+
+
+def add_trace(sub) -> None:
+    from .cli import add_model_flag
+
+    p = sub.add_parser(
+        "trace",
+        help="write every named activation of one forward pass to a file",
+        description="Run one forward pass and write its named activations (docs/verify.md) to a "
+        ".safetensors or .npz file, with metadata: model config hash, token ids, dtype, version.",
+    )
+    add_model_flag(p)
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--prompt", metavar="TEXT", help="text to tokenize with the checkpoint's tokenizer")
+    inputs.add_argument("--ids", metavar="IDS", help="comma-separated token ids, e.g. 2,15,7")
+    p.add_argument("--out", required=True, metavar="FILE", help="output trace: FILE.safetensors or FILE.npz")
+    add_names_flag(p)
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="trace the PyTorch reference (transformers) with forward hooks instead of minigemma; needs the test extra",
+    )
+    p.set_defaults(run=run_trace)
+
+
+def run_trace(args) -> int:
+    from .config import load_config
+    from .model import check_token_ids, default_model_path
+    from .trace_file import save_trace
+
+    path = args.model if args.model is not None else default_model_path()
+    ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
+    check_token_ids(ids, load_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
+    acts, meta = (trace_reference if args.reference else trace_minigemma)(path, ids, args.names, args.prompt)
+    save_trace(args.out, acts, meta)
+    size = os.path.getsize(args.out)
+    print(f"wrote {len(acts)} activations of {len(ids)} tokens ({size / 2**20:.1f} MiB) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def trace_minigemma(path: str, ids, names, prompt):
+    from . import __version__
+    from .model import load
+    from .trace import config_hash
+    from .trace_file import trace_metadata
+
+    model = load(path)
+    acts = model.trace(ids, names)
+    return acts, trace_metadata(config_hash(model.config), ids, f"minigemma {__version__}", prompt)
+
+
+def trace_reference(path: str, ids, names, prompt):
+    from .config import load_config
+    from .trace import config_hash
+    from .trace_file import trace_metadata
+
+    try:
+        from weights_tools import reference_trace
+    except ImportError as e:
+        raise InputError(f"--reference: needs torch and transformers, the test extra: pip install 'minigemma[test]' ({e})") from None
+    config = load_config(path)
+    acts = reference_trace.capture(reference_trace.load_reference(path), ids, names)
+    return acts, trace_metadata(config_hash(config), ids, reference_trace.source(), prompt)
+
+
+def parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"--ids: expected comma-separated integers such as 2,15,7, found {text!r}") from None
+    return ids
+
+
+def encode_prompt(path: str, prompt: str) -> list[int]:
+    """Text -> ids with the checkpoint's own tokenizer, <bos> in front as `generate` does."""
+    from .tokenizer import load_tokenizer
+
+    return load_tokenizer(path).encode(prompt, add_special_tokens=True)
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two traces and name the first divergent activation",
+        description="Compare two trace files (.safetensors or .npz) name by name in forward order. "
+        "B is the reference: an element agrees when |a - b| <= atol + rtol * |b|. "
+        "Exit status: 0 all agree, 1 a divergence, 2 an error.",
+    )
+    p.add_argument("a", metavar="A", help="trace to check (e.g. from your port)")
+    p.add_argument("b", metavar="B", help="reference trace")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    add_names_flag(p)
+    p.set_defaults(run=run_compare)
+
+
+def run_compare(args) -> int:
+    from .trace_file import load_trace
+
+    for flag, value in (("--atol", args.atol), ("--rtol", args.rtol)):
+        if not value >= 0:
+            raise InputError(f"{flag}: expected a tolerance >= 0, found {value}")
+    a, b = load_trace(args.a), load_trace(args.b)
+    for note in notes(a, b):
+        print(note, file=sys.stderr)
+    rows = compare_traces(a, b, args.rtol, args.atol, args.names)
+    for line in report(rows, args.rtol, args.atol):
+        print(line)
+    return 0 if all(r.ok for r in rows) else EXIT_DIVERGED

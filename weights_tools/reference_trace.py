@@ -1,0 +1,287 @@
+"""minigemma's named activations, captured from the PyTorch reference with forward hooks.
+
+    python -m weights_tools.reference_trace --model DIR --ids 2,15,7 --out ref.safetensors [--names PATTERN]
+    minigemma trace --reference --model DIR --ids 2,15,7 --out ref.safetensors       (the same)
+
+Needs the test extra (torch, transformers 5.23.0). The reference is Hugging Face `transformers`'
+Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), loaded in float32 with eager
+attention. Every name of `minigemma.trace` is an input or output of one of its modules, so a hook
+captures it without touching the reference's code. `LAYER_POINTS` and `MODEL_POINTS` below are
+the mapping; docs/verify.md shows it as a table beside the shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+import numpy as np
+import torch
+import transformers
+from transformers import Gemma4ForCausalLM, Gemma4ForConditionalGeneration
+from transformers.models.gemma4.modeling_gemma4 import Gemma4TextModel
+
+from minigemma.config import config_from_dict, load_config
+from minigemma.errors import InputError
+from minigemma.audio_subsample import subsampled_mask
+from minigemma.trace import Recorder
+from minigemma.vision import PAD_POSITION
+
+REFERENCE_CLASSES = {"gemma4_text": Gemma4ForCausalLM, "gemma4": Gemma4ForConditionalGeneration}
+
+# (name within layer i, module path within `layers.{i}`, point). A point is the module's first
+# input, its output, or one element of an output tuple. Modules a layer lacks (k_norm on a
+# KV-shared layer, the PLE gate without PLE, the router without MoE) give no name.
+ATTENTION_POINTS = (
+    ("attn.in", "input_layernorm", "output"),
+    ("attn.q", "self_attn.q_norm", "output"),  # RoPE is applied after, by a plain function
+    ("attn.k", "self_attn.k_norm", "output"),
+    ("attn.v", "self_attn.v_norm", "output"),
+    ("attn.context", "self_attn.o_proj", "input"),
+    ("attn.out", "self_attn.o_proj", "output"),
+    ("attn.post_norm", "post_attention_layernorm", "output"),
+    ("attn.residual", "pre_feedforward_layernorm", "input"),
+    ("mlp.in", "pre_feedforward_layernorm", "output"),
+    ("mlp.gated", "mlp.down_proj", "input"),
+    ("mlp.out", "mlp", "output"),
+)
+DENSE_POINTS = (("mlp.post_norm", "post_feedforward_layernorm", "output"),)
+MOE_POINTS = (
+    ("mlp.post_norm", "post_feedforward_layernorm_1", "output"),
+    ("moe.router.probs", "router", "output[0]"),
+    ("moe.router.top_k_weights", "router", "output[1]"),
+    ("moe.router.top_k_index", "router", "output[2]"),
+    ("moe.experts.in", "pre_feedforward_layernorm_2", "output"),
+    ("moe.experts.out", "experts", "output"),
+    ("moe.experts.post_norm", "post_feedforward_layernorm_2", "output"),
+    ("moe.out", "post_feedforward_layernorm", "input"),
+    ("moe.post_norm", "post_feedforward_layernorm", "output"),
+)
+PLE_POINTS = (
+    ("ple.in", "per_layer_input_gate", "input"),
+    ("ple.gated", "per_layer_projection", "input"),
+    ("ple.out", "per_layer_projection", "output"),
+    ("ple.post_norm", "post_per_layer_input_norm", "output"),
+)
+LAYER_OUTPUT = (("out", "", "output"),)  # the decoder layer itself, after `layer_scalar`
+# Model-level names, module paths within the text model (`model` or `model.language_model`).
+# `ple.inputs` is layer i's second input, stacked over layers; `logits` is the model's output.
+MODEL_POINTS = (
+    ("embed", "layers.0", "input"),  # the text model's input embeddings, soft tokens merged in
+    ("ple.identity", "embed_tokens_per_layer", "output"),
+    ("ple.context", "per_layer_projection_norm", "output"),
+    ("final_norm", "norm", "output"),
+)
+# The vision tower, module paths within `model` (`Gemma4Model`) of a `Gemma4ForConditionalGeneration`.
+VISION_POINTS = (
+    ("vision.patch_embed", "vision_tower.patch_embedder", "output"),
+    ("vision.pooled", "vision_tower.pooler", "output[0]"),
+    ("vision.out", "embed_vision", "input"),  # the tower's output: pooled, padding dropped, standardized
+    ("vision.soft_tokens", "embed_vision", "output"),
+)
+VISION_LAYER_POINTS = (("out", "", "output"),)  # within `vision_tower.encoder.layers.{j}`
+# The audio tower, module paths within `model` (`Gemma4Model`).
+AUDIO_POINTS = (
+    ("audio.subsample", "audio_tower.subsample_conv_projection", "output[0]"),
+    ("audio.out", "audio_tower.output_proj", "output"),
+    ("audio.soft_tokens", "embed_audio", "output"),
+)
+AUDIO_LAYER_POINTS = (  # within `audio_tower.layers.{j}`
+    ("ffw1.out", "feed_forward1", "output"),
+    ("attn.in", "norm_pre_attn", "output"),
+    ("attn.out", "self_attn", "output[0]"),
+    ("attn.post_norm", "norm_post_attn", "output"),
+    ("conv.out", "lconv1d", "output"),
+    ("ffw2.out", "feed_forward2", "output"),
+    ("out", "", "output"),
+)
+# The MoE router and experts run on tokens flattened across the batch: no batch axis to drop.
+FLAT = ("moe.router.probs", "moe.router.top_k_weights", "moe.router.top_k_index", "moe.experts.in", "moe.experts.out")
+
+
+def layer_points(layer) -> tuple:
+    ffw = MOE_POINTS if layer.enable_moe_block else DENSE_POINTS
+    return ATTENTION_POINTS + ffw + PLE_POINTS + LAYER_OUTPUT
+
+
+def text_model(model) -> Gemma4TextModel:
+    """The `Gemma4TextModel` inside a causal-LM or conditional-generation reference model."""
+    found = [m for m in model.modules() if isinstance(m, Gemma4TextModel)]
+    if len(found) != 1:
+        raise InputError(f"reference: expected one Gemma4TextModel inside {type(model).__name__}, found {len(found)}")
+    return found[0]
+
+
+def _hook(module, point: str, keep):
+    """Register a hook calling `keep(tensor)` at `point`: a pre-hook for the module's first
+    input (its first argument, positional or by name), before the module can change anything;
+    a forward hook for its output or one element of its output tuple."""
+    if point == "input":
+        first = next(iter(inspect.signature(module.forward).parameters))
+        return module.register_forward_pre_hook(lambda m, args, kw: keep(args[0] if args else kw[first]), with_kwargs=True)
+    if point == "output":
+        return module.register_forward_hook(lambda m, args, out: keep(out[0] if isinstance(out, tuple) else out))
+    index = int(point.removeprefix("output[").removesuffix("]"))
+    return module.register_forward_hook(lambda m, args, out: keep(out[index]))
+
+
+def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=None, mm_token_type_ids=None,
+            input_features=None, input_features_mask=None):
+    """Run the reference on one sequence of token ids (seq,) (and its images and audio, as the
+    processor emits them) and return minigemma's named activations (glob patterns `names` select a
+    subset), as float32 / int64 arrays in minigemma's shapes, in forward order."""
+    text = text_model(model)
+    raw: dict[str, torch.Tensor] = {}
+    handles = register_hooks(text, raw) + register_vision_hooks(model, raw) + register_audio_hooks(model, raw)
+    media = dict(pixel_values=pixel_values, image_position_ids=image_position_ids, mm_token_type_ids=mm_token_type_ids,
+                 input_features=input_features, input_features_mask=input_features_mask)
+    media = {k: torch.as_tensor(np.asarray(v))[None] if k == "mm_token_type_ids" else torch.as_tensor(np.asarray(v))
+             for k, v in media.items() if v is not None}  # fmt: skip
+    ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))[None]
+    try:
+        with torch.no_grad():
+            # output_hidden_states=True keeps the full sequence through the KV-shared layers
+            # (`_maybe_slice_kv_shared_inputs` would otherwise skip work a trace wants to see)
+            raw["logits"] = model(input_ids=ids, use_cache=False, output_hidden_states=True, **media).logits.detach()
+    finally:
+        for h in handles:
+            h.remove()
+    return as_minigemma(raw, text.config, names, model.config, image_position_ids, input_features_mask)
+
+
+def _keeper(raw: dict, name: str):
+    def keep(t):
+        if name in raw:
+            raise AssertionError(f"reference: module behind {name!r} ran twice")
+        raw[name] = t.detach().clone()
+
+    return keep
+
+
+def register_hooks(text: Gemma4TextModel, raw: dict) -> list:
+    """Hooks storing each text point's tensor in `raw[name]`; returns their handles."""
+    handles = [_hook(text.get_submodule(p), point, _keeper(raw, name)) for name, p, point in MODEL_POINTS if _has(text, p)]
+    for i, layer in enumerate(text.layers):
+        for name, path, point in layer_points(layer):
+            if _has(layer, path):
+                handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"layers.{i}.{name}")))
+        if text.config.hidden_size_per_layer_input:
+            keep = _keeper(raw, f"ple.input.{i}")  # the layer's second argument, `per_layer_input`
+            handles.append(layer.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[1])))
+    return handles
+
+
+def register_vision_hooks(model, raw: dict) -> list:
+    """Hooks on the vision tower of a conditional-generation model that has one."""
+    inner = getattr(model, "model", None)
+    if getattr(inner, "vision_tower", None) is None:
+        return []
+    handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in VISION_POINTS]
+    for j, layer in enumerate(inner.vision_tower.encoder.layers):
+        for step, path, point in VISION_LAYER_POINTS:
+            handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"vision.layers.{j}.{step}")))
+    return handles
+
+
+def register_audio_hooks(model, raw: dict) -> list:
+    """Hooks on the audio tower of a conditional-generation model that has one."""
+    inner = getattr(model, "model", None)
+    if getattr(inner, "audio_tower", None) is None:
+        return []
+    handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in AUDIO_POINTS]
+    for j, layer in enumerate(inner.audio_tower.layers):
+        for step, path, point in AUDIO_LAYER_POINTS:
+            handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"audio.layers.{j}.{step}")))
+    return handles
+
+
+def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=None, input_features_mask=None) -> dict[str, np.ndarray]:
+    """Hooked tensors -> minigemma's arrays: batch axis dropped, packed axes split, in forward order."""
+    recorder = Recorder(names)
+    if image_position_ids is not None and "vision.out" in raw:
+        for name, value in vision_arrays(raw, image_position_ids, model_config.vision_config.pooling_kernel_size):
+            recorder(name, value)
+    if input_features_mask is not None and "audio.out" in raw:
+        real = torch.as_tensor(subsampled_mask(np.asarray(input_features_mask, dtype=bool)))  # (clips, frames')
+        for name in [n for n in raw if n.startswith("audio.")]:  # every clip's real frames, clip after clip
+            recorder(name, raw.pop(name)[real].float().numpy())
+    seq, n_layers = raw["logits"].shape[1], cfg.num_hidden_layers
+    if cfg.hidden_size_per_layer_input:
+        per_layer = [raw.pop(f"ple.input.{i}")[0] for i in range(n_layers)]
+        raw["ple.inputs"] = torch.stack(per_layer, dim=1)[None]  # (1, seq, layers, ple_dim)
+    for name, t in raw.items():
+        value = t.numpy() if name.endswith("top_k_index") else t.float().numpy()
+        if not name.endswith(FLAT):
+            value = value[0]  # drop the batch axis
+        if name == "ple.identity":  # the packed table row: (seq, layers * ple_dim) -> per layer
+            value = value.reshape(seq, n_layers, -1)
+        if name.endswith("attn.context"):  # o_proj's input: (seq, heads * head_dim) -> per head
+            value = value.reshape(seq, cfg.num_attention_heads, -1)
+        recorder(name, value)
+    return recorder.result()
+
+
+def vision_arrays(raw: dict, image_position_ids, k: int):
+    """(name, array) of the vision names, taken out of `raw`: every image's real patches (or its
+    pooled tokens), one image after another on axis 0, as minigemma encodes them."""
+    real = torch.as_tensor(np.asarray(image_position_ids) != PAD_POSITION).all(dim=-1)  # (images, max_patches)
+    for name in [n for n in raw if n.startswith("vision.")]:
+        t = raw.pop(name)
+        if name == "vision.pooled":  # (images, max_patches / k^2, hidden): each image's tokens come first
+            t = torch.cat([tokens[: int(n) // k**2] for tokens, n in zip(t, real.sum(dim=-1))])
+        elif name not in ("vision.out", "vision.soft_tokens"):  # patch-wise: padded to max_patches
+            t = t[real]
+        yield name, t.float().numpy()
+
+
+def _has(module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def load_reference(path: str):
+    """The reference model of a checkpoint directory, float32, eager attention, eval mode."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # stderr is for minigemma's own one-line summary
+    config = load_config(path)
+    if config.model_type not in REFERENCE_CLASSES:
+        raise InputError(
+            f"--reference: traces Gemma 4 checkpoints (model_type {' or '.join(REFERENCE_CLASSES)}), "
+            f"{path} has model_type {config.model_type!r}"
+        )
+    cls = REFERENCE_CLASSES[config.model_type]
+    return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def source() -> str:
+    return f"transformers {transformers.__version__} (torch {torch.__version__})"
+
+
+def model_config(model):
+    """minigemma's resolved config of a reference model, for the trace's config hash."""
+    return config_from_dict(model.config.to_dict())
+
+
+def main(argv=None) -> int:
+    from minigemma.cli import main as cli_main
+
+    p = argparse.ArgumentParser(description="Trace the reference: minigemma's names, captured with forward hooks.")
+    p.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--ids", required=True, help="comma-separated token ids, e.g. 2,15,7")
+    p.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .npz")
+    p.add_argument("--names", action="append", metavar="PATTERN", help="glob pattern selecting names (repeatable)")
+    args = p.parse_args(argv)
+    forwarded = ["trace", "--reference", "--ids", args.ids, "--out", args.out]
+    forwarded += ["--model", args.model] if args.model else []
+    for pattern in args.names or []:
+        forwarded += ["--names", pattern]
+    return cli_main(forwarded)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
