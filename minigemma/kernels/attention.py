@@ -17,7 +17,8 @@ and keeps a running ("online") softmax, FlashAttention style:
 * Sliding windows: when the keys are in position order, a binary search finds the few keys
   inside the window of a query block, so a sliding layer costs O(seq * window), not O(seq^2).
   Unordered (ring-buffer) keys are scanned whole, but a ring buffer holds only ~window keys.
-* Parallel over (query block, head) tasks with `prange` (`threads.py`); float32 throughout; `cache=True`, so
+* Parallel over (query block, head) tasks with `prange` (`threads.py`); float32 in and out (the
+  running sums in float64); `cache=True`, so
   the compilation is paid once per machine and then read from `__pycache__`.
 """
 
@@ -111,9 +112,11 @@ def _attend(loop):
                 q_lo, q_hi = min(q_lo, q_pos[i]), max(q_hi, q_pos[i])
             start, stop = _key_range(q_lo, q_hi, k_pos, keys_sorted, window, causal)
 
+            # running sums in float64: a long sum of float32 terms, in key order, drifts further
+            # from the twin's blocked BLAS sums than a whole model's 1e-4 allows
             m = np.full((nq, 1), -np.inf, np.float32)  # running max score per query
-            l = np.zeros((nq, 1), np.float32)  # running sum of exp(score - m)
-            acc = np.zeros((nq, d), np.float32)  # running sum of exp(score - m) * value
+            l = np.zeros((nq, 1), np.float64)  # running sum of exp(score - m)
+            acc = np.zeros((nq, d), np.float64)  # running sum of exp(score - m) * value
             s = np.empty(KEY_BLOCK, np.float32)  # one query's scores against one key block
             for j0 in range(start, stop, KEY_BLOCK):  # the block's keys stay in cache across its queries
                 nk = min(KEY_BLOCK, stop - j0)
@@ -123,7 +126,7 @@ def _attend(loop):
                         _absorb(s, block_max, v, j0, nk, kv, m[qi], l[qi], acc[qi])
             for qi in range(nq):
                 for c in range(d):
-                    out[i0 + qi, h, c] = acc[qi, c] / l[qi, 0]  # 0/0 = NaN if no key was visible, as in NumPy
+                    out[i0 + qi, h, c] = np.float32(acc[qi, c] / l[qi, 0])  # 0/0 = NaN if no key was visible, as in NumPy
 
     return attend
 
