@@ -54,8 +54,8 @@ def load_attention(ckpt: Checkpoint, prefix: str, spec: LayerSpec, cfg: TextConf
     q_out, kv_out = cfg.num_attention_heads * d, kv * d
     bias = cfg.attention_bias
 
-    def get(name, shape):
-        return ckpt.f32(f"{prefix}.{name}", shape)
+    def get(name, shape):  # matrices may stay bf16 (`Checkpoint.matrix`); vectors are float32
+        return (ckpt.matrix if len(shape) == 2 else ckpt.f32)(f"{prefix}.{name}", shape)
 
     own_kv = not spec.reuses_kv
     own_v = own_kv and not spec.k_eq_v
@@ -127,6 +127,11 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.
     probs = softmax(scores)
     out = probs @ v.transpose(1, 0, 2)[:, None]  # (kv_heads, group, q_len, d)
     return out.transpose(2, 0, 1, 3).reshape(q_len, n_heads, d)
+
+
+def attend_positions(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, both_ways=None) -> np.ndarray:
+    """`attend` with the mask built from absolute positions: the contract the Numba kernel shares."""
+    return attend(q, k, v, attention_mask(q_pos, k_pos, window, causal, both_ways))
 
 
 def output_projection(o: np.ndarray, w: AttentionWeights) -> np.ndarray:

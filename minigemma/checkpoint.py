@@ -20,6 +20,7 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,28 @@ DTYPES = {
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) -> float32: the 16 bits become the top half of the word."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@dataclass(frozen=True)
+class StoredMatrix:
+    """A weight matrix kept as stored in the file (float32, or bf16 bits: half the bytes), usually
+    a view of the mapped file, together with the matrix product that reads that storage directly
+    (`Backend.linear`, e.g. the Numba GEMV of `kernels/linear.py`). `ops.linear` multiplies it."""
+
+    stored: np.ndarray  # (out_features, in_features): float32, or bf16 bits as uint16
+    linear: Callable  # (x (n, in), stored) -> x @ W.T, float32 (n, out)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.linear(x, self.stored)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows as float32: an embedding lookup reads only the rows it needs."""
+        values = self.stored[rows]
+        return bf16_to_f32(values) if values.dtype == DTYPES["BF16"] else np.array(values, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,9 @@ class TensorSource:
 
     def __init__(self):
         self.accessed: set[str] = set()  # names asked for so far: the rest are unexpected
+        # how `matrix` holds weights: None, as float32 arrays (bf16 widened now); a matrix product
+        # that reads float32 and bf16 directly (`Backend.linear`): as stored, in `StoredMatrix`
+        self.linear: Callable | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.refs
@@ -148,6 +174,18 @@ class TensorSource:
         """The tensor as a float32 array in memory."""
         ref = self.ref(name, shape)
         return to_f32(self._stored(ref), ref.dtype)
+
+    def matrix(self, name: str, shape: tuple[int, ...]):
+        """A weight matrix for `ops.linear`, kept as stored whenever that costs nothing: with a
+        `linear` that reads it, float32 or bf16 as a `StoredMatrix`; without, float32 as a view
+        of the mapped file (no copy: pages are read when first used), anything else widened now."""
+        ref = self.ref(name, shape)
+        stored = self._stored(ref)
+        if self.linear is not None and ref.dtype in ("F32", "BF16") and stored.dtype in (DTYPES["F32"], DTYPES["BF16"]):
+            return StoredMatrix(stored, self.linear)
+        if stored.dtype == np.float32:
+            return stored
+        return to_f32(stored, ref.dtype)
 
     def nbytes(self) -> int:
         return sum(ref.nbytes for ref in self.refs.values())
@@ -229,8 +267,9 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
 def write_safetensors(path: str, tensors: dict, metadata: dict | None = None, dtype: str = "F32") -> None:
     """Write tensors to a safetensors file, one at a time (a huge checkpoint never sits in memory).
 
-    `tensors` maps name -> (shape, make) where `make()` returns the float32 values; `dtype` is
-    the stored type ("F32", "F16" or "BF16"). Integer arrays are stored as I64."""
+    `tensors` maps name -> (shape, make) where `make()` returns the float32 values, or an iterator
+    over consecutive blocks of their rows (a tensor too big to hold at once); `dtype` is the
+    stored type ("F32", "F16" or "BF16")."""
     header, layout, offset = {}, [], 0
     for name, (shape, make) in tensors.items():
         stored = dtype
@@ -246,9 +285,8 @@ def write_safetensors(path: str, tensors: dict, metadata: dict | None = None, dt
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, stored, make in layout:
-            values = np.asarray(make(), dtype=np.float32)
-            if stored == "BF16":
-                data = f32_to_bf16(values)
-            else:
-                data = values.astype(DTYPES[stored])
-            f.write(np.ascontiguousarray(data).tobytes())
+            values = make()
+            for block in [values] if isinstance(values, np.ndarray) else values:
+                block = np.asarray(block, dtype=np.float32)
+                data = f32_to_bf16(block) if stored == "BF16" else block.astype(DTYPES[stored])
+                f.write(np.ascontiguousarray(data).tobytes())

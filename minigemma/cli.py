@@ -13,6 +13,7 @@ prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -25,7 +26,13 @@ EXIT_USER_ERROR = 2
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
+    """--model, and --kernels / --no-kernels: how to run it (`kernels/__init__.py`)."""
     p.add_argument("--model", metavar="DIR", help="checkpoint directory in Hugging Face layout (default: the embedded model)")
+    p.add_argument(
+        "--kernels", action=argparse.BooleanOptionalAction, default=None,
+        help="Numba kernels for the hot loops, weights kept as stored; --no-kernels: NumPy only "
+        "(default: $MINIGEMMA_KERNELS, else kernels)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -40,7 +47,7 @@ def add_info(sub) -> None:
 def run_info(args) -> int:
     from .model import load
 
-    model = load(args.model)
+    model = load(args.model, kernels=args.kernels)
     for line in describe(model):
         print(line)
     return 0
@@ -75,8 +82,23 @@ def describe(model) -> list[str]:
     if model.audio is not None:
         lines.append(describe_audio(model.audio))
     resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
-    lines.append(f"memory:      {resident / 2**20:.1f} MiB resident, {mapped / 2**20:.1f} MiB memory-mapped")
+    lines.append(
+        f"memory:      {resident / 2**20:.1f} MiB resident (arrays in memory), {mapped / 2**20:.1f} MiB memory-mapped "
+        f"(weights kept as stored in the file, read as used); process RSS now {rss_bytes() / 2**20:.1f} MiB"
+    )
+    lines.append(f"backend:     {model.backend.name} (--kernels / --no-kernels, or MINIGEMMA_KERNELS=1 / 0)")
     return lines
+
+
+def rss_bytes() -> int:
+    """This process's resident set now: the arrays in memory plus the mapped pages read so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not Linux: the peak instead
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def describe_audio(tower) -> str:

@@ -46,11 +46,11 @@ def check_flags(args) -> None:
                    spell=lambda name: "--" + name.replace("_", "-"))
 
 
-def load_with_progress(path):
+def load_with_progress(path, kernels=None):
     from .model import load
 
     start = time.perf_counter()
-    model = load(path)
+    model = load(path, kernels=kernels)
     model.tokenizer  # a directory without a tokenizer fails here, before any prompt is read
     t = model.config.text
     print(f"minigemma: loaded {model.path} ({t.num_hidden_layers} layers, vocab {t.vocab_size}) "
@@ -125,7 +125,7 @@ def run_generate(args) -> int:
 
     check_flags(args)
     text = args.prompt if args.prompt is not None else sys.stdin.read()
-    model = load_with_progress(args.model)
+    model = load_with_progress(args.model, args.kernels)
     ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
     stops = stop_token_ids(model)
@@ -179,7 +179,7 @@ def run_chat(args) -> int:
     from .chat import THOUGHT, Conversation
 
     check_flags(args)
-    model = load_with_progress(args.model)
+    model = load_with_progress(args.model, args.kernels)
     chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think)
     interactive = sys.stdin.isatty()
     dim = sys.stdout.isatty()

@@ -22,8 +22,6 @@ import numpy as np
 
 from .attention import (
     AttentionWeights,
-    attend,
-    attention_mask,
     load_attention,
     output_projection,
     project_keys_values,
@@ -31,6 +29,7 @@ from .attention import (
 )
 from .checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
+from .kernels import NUMPY, Backend
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
 from .multimodal import same_block
@@ -81,7 +80,8 @@ class ForwardContext:
     cache: per-layer KV caches for incremental decoding (None: attend within this input only);
     tap: called with (name, array) at every named step, for traces (names: docs/verify.md);
     blocks: image block id of each absolute position (-1 text), for the bidirectional attention
-    inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks."""
+    inside images on sliding layers (`multimodal.image_blocks`); None: plain causal masks;
+    backend: who runs the hot loops, the NumPy twins or the Numba kernels (`kernels/__init__.py`)."""
 
     positions: np.ndarray
     rope: dict
@@ -89,6 +89,7 @@ class ForwardContext:
     cache: list | None = None
     tap: object = no_tap
     blocks: np.ndarray | None = None
+    backend: Backend = NUMPY
 
 
 def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: TextConfig, ctx: ForwardContext, tap=no_tap):
@@ -116,9 +117,9 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
         q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
     both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
-    mask = attention_mask(ctx.positions, k_pos, window, cfg.is_causal, both_ways)  # (seq, k_len)
-    context = attend(q, k, v, mask)  # (seq, heads, head_dim): each head's weighted sum of values
-    tap("context", context)
+    # masks come from absolute positions (`attention.attention_mask`), cached keys included
+    context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)
+    tap("context", context)  # (seq, heads, head_dim): each head's weighted sum of values
     out = output_projection(context, w)
     tap("out", out)
     return out
@@ -145,7 +146,7 @@ def decoder_layer(h: np.ndarray, w: LayerWeights, spec: LayerSpec, cfg: TextConf
     tap("mlp.in", x)
     f = mlp(x, w.mlp, act, scoped(tap, "mlp."))  # names mlp.gated, mlp.out
     if w.moe is not None:  # names mlp.post_norm (the shared expert's own norm) and moe.*
-        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, tap)
+        f = moe_block(residual, f, w.moe, cfg.top_k_experts, act, eps, tap, ctx.backend.experts)
     f = rms_norm(f, w.post_feedforward_norm, eps)
     tap("moe.post_norm" if w.moe is not None else "mlp.post_norm", f)
     h = residual + f

@@ -25,9 +25,9 @@ class MLPWeights:
 
 def load_mlp(ckpt: Checkpoint, prefix: str, hidden: int, intermediate: int) -> MLPWeights:
     return MLPWeights(
-        gate_proj=ckpt.f32(f"{prefix}.gate_proj.weight", (intermediate, hidden)),
-        up_proj=ckpt.f32(f"{prefix}.up_proj.weight", (intermediate, hidden)),
-        down_proj=ckpt.f32(f"{prefix}.down_proj.weight", (hidden, intermediate)),
+        gate_proj=ckpt.matrix(f"{prefix}.gate_proj.weight", (intermediate, hidden)),
+        up_proj=ckpt.matrix(f"{prefix}.up_proj.weight", (intermediate, hidden)),
+        down_proj=ckpt.matrix(f"{prefix}.down_proj.weight", (hidden, intermediate)),
     )
 
 

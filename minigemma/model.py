@@ -24,6 +24,7 @@ from .cache import KVCache, new_cache
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
+from .kernels import NUMPY, Backend, backend
 from .multimodal import (
     TEXT_BLOCK,
     check_placeholders,
@@ -52,14 +53,19 @@ IGNORED = (
 class Model:
     """A loaded Gemma 4 checkpoint. Holds the config and float32 weights; no global state.
 
-    `vision` / `audio`: the encoder towers' weights when the checkpoint has them, else None."""
+    `vision` / `audio`: the encoder towers' weights when the checkpoint has them, else None;
+    `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`)."""
 
-    def __init__(self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None):
+    def __init__(
+        self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None,
+        backend: Backend = NUMPY,
+    ):
         self.config = config
         self.weights = weights
         self.path = path
         self.vision = vision
         self.audio = audio
+        self.backend = backend
 
     @property
     def text_config(self):
@@ -140,7 +146,8 @@ class Model:
     def _forward_one(self, ids: np.ndarray, soft=(), mm_token_type_ids=None, tap=None) -> np.ndarray:
         cfg = self.config.text
         embeds, ple_ids = self.embed(ids, soft)
-        return text_forward(embeds, ple_ids, self.weights, cfg, np.arange(len(ids)), tap=tap, blocks=self.blocks(ids))
+        positions = np.arange(len(ids))
+        return text_forward(embeds, ple_ids, self.weights, cfg, positions, tap=tap, blocks=self.blocks(ids), backend=self.backend)
 
     def blocks(self, ids: np.ndarray, start: int = 0) -> np.ndarray | None:
         """Image block of each absolute position up to those of `ids` (which start at `start`), for
@@ -171,7 +178,7 @@ class Model:
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
         blocks = self.blocks(ids, cache.length)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks, backend=self.backend)
         cache.length = end
         return logits
 
@@ -249,21 +256,26 @@ def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.n
     return arr.astype(np.int64)
 
 
-def load(path: str | os.PathLike | None = None) -> Model:
-    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model."""
+def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> Model:
+    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model.
+
+    `kernels`: run the hot loops with the Numba kernels (and keep weights as stored) or with
+    the NumPy twins; None: the MINIGEMMA_KERNELS environment variable decides, default on."""
     if path is None:
         path = default_model_path()
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json)")
     config = load_config(path)
+    chosen = backend(kernels)
     ckpt = Checkpoint(path)
+    ckpt.linear = chosen.linear
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
     vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
     audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path, vision=vision, audio=audio)
+    return Model(config, weights, path, vision=vision, audio=audio, backend=chosen)
 
 
 def default_model_path() -> str:

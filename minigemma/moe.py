@@ -102,11 +102,12 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     return out
 
 
-def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=no_tap):
+def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, act, eps: float, tap=no_tap, dispatch=experts):
     """Combine the shared expert (the dense MLP output `dense_out`) with the routed experts.
 
     h: the pre-MLP residual (tokens, hidden), which both the router and the experts read.
-    `tap` is the layer's: it names `mlp.post_norm` (the shared expert's own norm) and `moe.*`."""
+    `tap` is the layer's: it names `mlp.post_norm` (the shared expert's own norm) and `moe.*`;
+    `dispatch`: `experts` or its Numba twin (`kernels/moe.py`)."""
     dense = rms_norm(dense_out, w.post_norm_dense, eps)
     tap("mlp.post_norm", dense)
     probs, top_k_weights, top_k_index = route(h, w.router, top_k, eps)
@@ -115,7 +116,7 @@ def moe_block(h: np.ndarray, dense_out: np.ndarray, w: MoEWeights, top_k: int, a
     tap("moe.router.top_k_index", top_k_index)
     x = rms_norm(h, w.pre_norm, eps)
     tap("moe.experts.in", x)
-    routed = experts(x, top_k_index, top_k_weights, w.experts, act)
+    routed = dispatch(x, top_k_index, top_k_weights, w.experts, act)
     tap("moe.experts.out", routed)
     routed = rms_norm(routed, w.post_norm_experts, eps)
     tap("moe.experts.post_norm", routed)

@@ -14,9 +14,12 @@ SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 GELU_TANH_CUBIC = np.float32(0.044715)
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """`x @ weight.T (+ bias)`, weights stored as PyTorch stores them: (out_features, in_features)."""
-    y = x @ weight.T
+def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
+    """`x @ weight.T (+ bias)`, weights stored as PyTorch stores them: (out_features, in_features).
+
+    `weight` is a float32 array, or a `checkpoint.StoredMatrix` (float32 or bf16 kept as stored,
+    with the Numba kernels), which multiplies itself."""
+    y = x @ weight.T if isinstance(weight, np.ndarray) else weight.apply(x)
     return y if bias is None else y + bias
 
 

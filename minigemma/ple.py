@@ -52,15 +52,15 @@ def load_ple(ckpt: Checkpoint, prefix: str, vocab: int, n_layers: int, ple_dim: 
     return PLEWeights(
         table=ckpt.raw(name, (vocab, n_layers * ple_dim)),
         table_dtype=ckpt.ref(name).dtype,
-        model_projection=ckpt.f32(f"{prefix}.per_layer_model_projection.weight", (n_layers * ple_dim, hidden)),
+        model_projection=ckpt.matrix(f"{prefix}.per_layer_model_projection.weight", (n_layers * ple_dim, hidden)),
         projection_norm=ckpt.f32(f"{prefix}.per_layer_projection_norm.weight", (ple_dim,)),
     )
 
 
 def load_ple_layer(ckpt: Checkpoint, prefix: str, hidden: int, ple_dim: int) -> PLELayerWeights:
     return PLELayerWeights(
-        gate=ckpt.f32(f"{prefix}.per_layer_input_gate.weight", (ple_dim, hidden)),
-        projection=ckpt.f32(f"{prefix}.per_layer_projection.weight", (hidden, ple_dim)),
+        gate=ckpt.matrix(f"{prefix}.per_layer_input_gate.weight", (ple_dim, hidden)),
+        projection=ckpt.matrix(f"{prefix}.per_layer_projection.weight", (hidden, ple_dim)),
         post_norm=ckpt.f32(f"{prefix}.post_per_layer_input_norm.weight", (hidden,)),
     )
 

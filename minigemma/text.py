@@ -19,6 +19,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .config import TextConfig
+from .kernels import NUMPY, Backend
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
 from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
@@ -39,11 +40,11 @@ def load_text(ckpt: Checkpoint, cfg: TextConfig, prefix: str, head_name: str) ->
     """`prefix`: where the text model's tensors live (`model` or `model.language_model`);
     `head_name`: the untied output head's tensor (`lm_head.weight`)."""
     h = cfg.hidden_size
-    embed = ckpt.f32(f"{prefix}.embed_tokens.weight", (cfg.vocab_size, h))
+    embed = ckpt.matrix(f"{prefix}.embed_tokens.weight", (cfg.vocab_size, h))
     if cfg.tie_word_embeddings:
         lm_head = embed
     else:
-        lm_head = ckpt.f32(head_name, (cfg.vocab_size, h))
+        lm_head = ckpt.matrix(head_name, (cfg.vocab_size, h))
     ple = None
     if cfg.has_ple:
         ple = load_ple(
@@ -81,13 +82,16 @@ def text_forward(
     cache=None,
     tap=None,
     blocks=None,
+    backend: Backend = NUMPY,
 ) -> np.ndarray:
     """Run the decoder stack on scaled embeddings (seq, hidden); returns logits (seq, vocab).
 
     `ple_ids`: the token ids whose PLE table rows to use (multimodal placeholders pass the pad id);
     `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None; `blocks`: image
-    block id per absolute position, for bidirectional attention inside images (or None)."""
-    ctx = ForwardContext(positions=positions, rope=rope_for_positions(positions, cfg), cache=cache, blocks=blocks)
+    block id per absolute position, for bidirectional attention inside images (or None);
+    `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`)."""
+    rope = rope_for_positions(positions, cfg)
+    ctx = ForwardContext(positions=positions, rope=rope, cache=cache, blocks=blocks, backend=backend)
     if tap is not None:
         ctx.tap = tap
     ctx.tap("embed", embeds)

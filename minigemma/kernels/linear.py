@@ -1,0 +1,91 @@
+"""Matrix products on weights kept as stored: the twin of `x @ W.T` (float32 weights) and of
+`bf16.bf16_linear` (bf16 weights).
+
+Decoding multiplies every weight matrix by one token's vector: a GEMV, whose speed is the memory
+bandwidth divided by the bytes of the weights. Reading bf16 (2 bytes a value) instead of float32
+(4) halves those bytes, which is how llama.cpp's f16 files decode faster than the float32
+"roofline": the GEMV below widens each bf16 value in registers (`bits << 16`, reinterpreted as a
+float32) right before its multiply-add; nothing is widened in memory. Float32 weights go through
+the same loop, which also spares small matrices BLAS' thread hand-offs (`threads.py`).
+
+With many rows (a prefill) the product is compute-bound instead: float32 weights go straight to
+BLAS, bf16 ones a block of rows at a time, widened (in parallel) into a float32 buffer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from .threads import pick, serial_and_parallel
+
+GEMV_MAX_ROWS = 8  # up to this many rows of x, the weights are streamed once by the GEMV
+BLOCK_ROWS = 1024  # prefill: bf16 weight rows widened at a time (a few MB of float32)
+BF16_BITS = np.uint16  # how a bf16 matrix is stored
+
+
+@intrinsic
+def _as_float32(typingctx, bits):
+    """Reinterpret a uint32's bits as a float32 (no conversion): LLVM's `bitcast`."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+def value(stored):
+    """A stored weight as float32: a float32 itself; bf16 bits (uint16) as the top half of the word."""
+
+
+@overload(value, inline="always")
+def _value(stored):
+    if isinstance(stored, types.Float):
+        return lambda stored: stored
+    return lambda stored: _as_float32(np.uint32(stored) << np.uint32(16))
+
+
+def _gemv(loop):
+    def gemv(x, w, out):
+        """out (n, rows) = x (n, cols) @ value(w (rows, cols)).T, each weight row read once."""
+        for r in loop(w.shape[0]):
+            for t in range(x.shape[0]):  # the row stays in L1 while each x row passes over it
+                acc = np.float32(0.0)
+                for c in range(w.shape[1]):
+                    acc += value(w[r, c]) * x[t, c]
+                out[t, r] = acc
+
+    return gemv
+
+
+def _widen_block(loop):
+    def widen_block(bits, out):
+        for r in loop(bits.shape[0]):
+            for c in range(bits.shape[1]):
+                out[r, c] = value(bits[r, c])
+
+    return widen_block
+
+
+GEMV, WIDEN_BLOCK = serial_and_parallel(_gemv), serial_and_parallel(_widen_block, fastmath=False)
+
+
+def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """x (n, in) float32 @ W.T for W (out, in) stored as float32 or as bf16 bits -> (n, out) float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[0] <= GEMV_MAX_ROWS:
+        out = np.empty((x.shape[0], stored.shape[0]), np.float32)
+        pick(GEMV, x.shape[0] * stored.size)(x, stored, out)
+        return out
+    if stored.dtype != BF16_BITS:
+        return x @ stored.T
+    out = np.empty((x.shape[0], stored.shape[0]), np.float32)
+    block = np.empty((min(BLOCK_ROWS, stored.shape[0]), stored.shape[1]), np.float32)
+    for r0 in range(0, stored.shape[0], BLOCK_ROWS):
+        rows = stored[r0 : r0 + BLOCK_ROWS]
+        pick(WIDEN_BLOCK, rows.size)(rows, block[: len(rows)])
+        out[:, r0 : r0 + len(rows)] = x @ block[: len(rows)].T
+    return out
