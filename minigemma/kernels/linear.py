@@ -22,6 +22,7 @@ from numba.extending import intrinsic, overload
 from .threads import pick, serial_and_parallel
 
 GEMV_MAX_ROWS = 8  # up to this many rows of x, the weights are streamed once by the GEMV
+GEMV_ROW_BLOCK = 4  # weight rows one GEMV iteration reads side by side (the four sums below)
 BLOCK_ROWS = 1024  # prefill: bf16 weight rows widened at a time (a few MB of float32)
 BF16_BITS = np.uint16  # how a bf16 matrix is stored
 
@@ -50,13 +51,30 @@ def _value(stored):
 
 def _gemv(loop):
     def gemv(x, w, out):
-        """out (n, rows) = x (n, cols) @ value(w (rows, cols)).T, each weight row read once."""
-        for r in loop(w.shape[0]):
-            for t in range(x.shape[0]):  # the row stays in L1 while each x row passes over it
-                acc = np.float32(0.0)
-                for c in range(w.shape[1]):
-                    acc += value(w[r, c]) * x[t, c]
-                out[t, r] = acc
+        """out (n, rows) = x (n, cols) @ value(w (rows, cols)).T, each weight row read once.
+
+        Four weight rows at a time: each x value loaded feeds four multiply-adds, and the four
+        independent sums keep four memory streams in flight (one row at a time streamed about
+        a third slower on the wide down-projections). Leftover rows go one at a time."""
+        rows, cols = w.shape
+        for b in loop((rows + GEMV_ROW_BLOCK - 1) // GEMV_ROW_BLOCK):
+            r = b * GEMV_ROW_BLOCK
+            for t in range(x.shape[0]):  # the rows stay in L1 while each x row passes over them
+                if r + GEMV_ROW_BLOCK <= rows:
+                    a0 = a1 = a2 = a3 = np.float32(0.0)
+                    for c in range(cols):
+                        xc = x[t, c]
+                        a0 += value(w[r, c]) * xc
+                        a1 += value(w[r + 1, c]) * xc
+                        a2 += value(w[r + 2, c]) * xc
+                        a3 += value(w[r + 3, c]) * xc
+                    out[t, r], out[t, r + 1], out[t, r + 2], out[t, r + 3] = a0, a1, a2, a3
+                else:
+                    for rr in range(r, rows):
+                        acc = np.float32(0.0)
+                        for c in range(cols):
+                            acc += value(w[rr, c]) * x[t, c]
+                        out[t, rr] = acc
 
     return gemv
 
