@@ -3,12 +3,14 @@ the tokens/s line go to stderr.
 
     minigemma generate "Once upon a time" --model DIR --max-new-tokens 64 --temperature 0.8 --seed 1
     minigemma generate "Describe this image." --model DIR --image photo.jpg [--max-soft-tokens 280]
-    minigemma chat --model DIR [--system TEXT] [--think]      one user turn per line of stdin
+    minigemma generate "Transcribe this." --model DIR --audio clip.wav
+    minigemma chat --model DIR [--system TEXT] [--think] [--audio clip.wav]   one user turn per line of stdin
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
-Images and audio: a prompt is built in `user_content` (chat) and `prompt_inputs` (generate); the
-`--image` flags (decoded before the model loads) plug in there, and `--audio` will.
+Images and audio: `--image` and `--audio` files are read before the model loads (a bad file is a
+one-line error, not a wasted load); `prompt_inputs` puts both into a generate prompt,
+`user_content` puts the clips into chat's first turn (chat takes no images yet).
 """
 
 from __future__ import annotations
@@ -167,8 +169,8 @@ def add_chat(sub) -> None:
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--image` / `--audio` (in `args`) join as {"type": "image"} items here,
-    to the first turn only (they are taken out of `args`)."""
+    """A user turn's content. `--audio` clips (in `args`) join as {"type": "audio"} items, to the
+    first turn only (they are taken out of `args`)."""
     clips, args.audio = getattr(args, "audio", None), None
     if clips:
         return [*({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
