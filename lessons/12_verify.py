@@ -13,8 +13,6 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
-
 import minigemma
 import minigemma.attention
 import minigemma.text

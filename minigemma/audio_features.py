@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import wave
 from dataclasses import dataclass
 
 import numpy as np
