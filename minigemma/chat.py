@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio_prompt import ChatAudio
+from .chat_media import ChatMedia
 from .generation import check_prompt_fits, generate_ids, prefill, stop_token_ids
+from .image import DEFAULT_SOFT_TOKENS
 from .sampling import Sampling
 from .tokenizer import TextStream
 
@@ -78,7 +79,8 @@ class TurnStats:
 class Conversation:
     """History, template switches and one KV cache, turn after turn."""
 
-    def __init__(self, model, sampling: Sampling, max_new_tokens: int, system: str | None = None, thinking: bool = False):
+    def __init__(self, model, sampling: Sampling, max_new_tokens: int, system: str | None = None, thinking: bool = False,
+                 max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
         self.model = model
         self.tokenizer = model.tokenizer
         self.sampling, self.max_new_tokens = sampling, max_new_tokens
@@ -88,17 +90,17 @@ class Conversation:
         self.rng = np.random.default_rng(sampling.seed)  # one stream of draws for the whole chat
         self.cache, self.cached = None, []  # the cache, and the token ids it holds
         self.saved, self.saved_ids = None, []  # its state after the history, before the generation prompt
-        self.audio = ChatAudio(model)  # the clips heard so far, to render and feed the history with
+        self.media = ChatMedia(model, max_soft_tokens)  # images and clips so far, to render and feed the history with
         self.last: TurnStats | None = None
 
     def reply(self, content) -> Iterator[tuple[str, str]]:
         """Add a user turn (a str, or content items as the template reads them); yield the model's
         reply as (channel, piece); the answer joins the history."""
         messages = [*self.messages, {"role": "user", "content": content}]
-        audio = self.audio.hear(content)
-        ids = audio.encode(messages, add_generation_prompt=True, **self.template_switches)
+        media = self.media.add(content)
+        ids = media.encode(messages, add_generation_prompt=True, **self.template_switches)
         check_prompt_fits(self.model, len(ids))
-        history = audio.encode(messages, add_generation_prompt=False, **self.template_switches)
+        history = media.encode(messages, add_generation_prompt=False, **self.template_switches)
         if ids[: len(history)] != history or len(history) == len(ids):
             history = []  # no generation prompt, or one that rewrites the end: nothing to save
         cache, self.cache = self.cache, None  # a turn cut short (Ctrl-C) leaves no half-fed cache behind
@@ -113,11 +115,11 @@ class Conversation:
         reused = len(self.cached)
         start = first = time.perf_counter()
         if len(history) > len(self.cached):  # feed the history, then save the state there
-            prefill(self.model, np.array(history[len(self.cached) :]), cache, soft=audio.soft(history, len(self.cached), len(history)))
+            prefill(self.model, np.array(history[len(self.cached) :]), cache, soft=media.soft(history, len(self.cached), len(history)))
             self.saved, self.saved_ids, self.cached = cache.save(), history, history
         todo = ids[len(self.cached) :]
         channels, answer, new = Channels(self.tokenizer), [], []
-        soft = audio.soft(ids, len(self.cached), len(ids))
+        soft = media.soft(ids, len(self.cached), len(ids))
         for token in generate_ids(self.model, todo, self.sampling, self.max_new_tokens, self.stops, cache, soft, self.rng):
             if not new:
                 first = time.perf_counter()
@@ -132,5 +134,5 @@ class Conversation:
             yield channel, piece
         self.cache, self.cached = cache, ids + new[:-1]  # the last token was sampled, never fed
         self.messages = [*messages, {"role": "assistant", "content": "".join(answer)}]
-        self.audio = audio
+        self.media = media
         self.last = TurnStats(len(ids), len(ids) - reused, len(new), first - start, time.perf_counter() - first)

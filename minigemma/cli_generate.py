@@ -4,13 +4,14 @@ the tokens/s line go to stderr.
     minigemma generate "Once upon a time" --model DIR --max-new-tokens 64 --temperature 0.8 --seed 1
     minigemma generate "Describe this image." --model DIR --image photo.jpg [--max-soft-tokens 280]
     minigemma generate "Transcribe this." --model DIR --audio clip.wav
-    minigemma chat --model DIR [--system TEXT] [--think] [--audio clip.wav]   one user turn per line of stdin
+    minigemma chat --model DIR [--system TEXT] [--think] [--image photo.jpg] [--audio clip.wav]
+                                                  one user turn per line of stdin
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
 Images and audio: `--image` and `--audio` files are read before the model loads (a bad file is a
 one-line error, not a wasted load); `prompt_inputs` puts both into a generate prompt,
-`user_content` puts the clips into chat's first turn (chat takes no images yet).
+`user_content` puts both into chat's first turn.
 """
 
 from __future__ import annotations
@@ -84,9 +85,8 @@ def add_generate(sub) -> None:
     p.set_defaults(run=run_generate)
 
 
-def add_image_flags(p) -> None:
-    p.add_argument("--image", dest="images", action="append", type=image_file, metavar="PATH",
-                   help="an image for the prompt (repeatable), placed at each <|image|> of the prompt, else in front")
+def add_image_flags(p, help="an image for the prompt (repeatable), placed at each <|image|> of the prompt, else in front") -> None:
+    p.add_argument("--image", dest="images", action="append", type=image_file, metavar="PATH", help=help)
     p.add_argument("--max-soft-tokens", type=int, choices=SUPPORTED_SOFT_TOKENS, default=DEFAULT_SOFT_TOKENS,
                    help=f"tokens per image: more, finer detail (default {DEFAULT_SOFT_TOKENS})")
 
@@ -163,17 +163,19 @@ def add_chat(sub) -> None:
     add_sampling_flags(p)
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
     p.add_argument("--think", action="store_true", help="let the model think first (the template's enable_thinking)")
+    add_image_flags(p, "an image the first turn is about (repeatable)")
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip the first turn is about (repeatable)")
     p.set_defaults(run=run_chat)
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--audio` clips (in `args`) join as {"type": "audio"} items, to the
-    first turn only (they are taken out of `args`)."""
-    clips, args.audio = getattr(args, "audio", None), None
-    if clips:
-        return [*({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
+    """A user turn's content. `--image` / `--audio` files (in `args`) join as {"type": "image"} and
+    {"type": "audio"} items, to the first turn only (they are taken out of `args`)."""
+    images, clips, args.images, args.audio = args.images or [], args.audio or [], None, None
+    if images or clips:
+        return [*({"type": "image", "image": image} for image in images),
+                *({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
     return text
 
 
@@ -182,7 +184,7 @@ def run_chat(args) -> int:
 
     check_flags(args)
     model = load_with_progress(args.model, args.kernels)
-    chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think)
+    chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens)
     interactive = sys.stdin.isatty()
     dim = sys.stdout.isatty()
     while True:

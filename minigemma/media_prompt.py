@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .audio import audio_soft_tokens
-from .audio_prompt import ChatAudio, audio_tokens, clip_features, expand_audio_markers
+from .audio_prompt import audio_tokens, clip_features, expand_audio_markers
+from .chat_media import ChatMedia
 from .errors import InputError
 from .image import DEFAULT_SOFT_TOKENS
 from .multimodal import expand_image_marks
@@ -34,10 +35,10 @@ def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=No
     if is_messages(prompt):
         if audio is not None:
             raise InputError("audio: with chat messages, give each clip in its message as {'type': 'audio', 'path': PATH}")
-        heard = ChatAudio(model)
+        heard = ChatMedia(model)  # the messages' clips; their images come in `images`, as a processor takes them
         for message in prompt:
-            heard = heard.hear(message.get("content"))
-        counts, encode_audio = heard.counts, lambda: np.concatenate(heard.tokens)
+            heard = heard.add(message.get("content"), kinds=("audio",))
+        counts, encode_audio = list(heard.seen["audio"].counts), lambda: np.concatenate(heard.seen["audio"].tokens)
         text, add_special_tokens, unmarked_first = model.tokenizer.render_chat(list(prompt)), False, False
     elif audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
         if not isinstance(prompt, str):

@@ -123,3 +123,34 @@ def test_greedy_generation_and_cli_with_an_image_and_a_clip(saved):
                         str(NEW_TOKENS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout == text + "\n"
+
+
+def test_chat_turn_with_an_image_and_a_clip(saved):
+    """A chat turn showing an image and playing a clip, then a text turn: each turn's token
+    sequence is the rendered conversation with both kinds of marks expanded (the tokenizer's
+    own template; the expansion checked against hand-built ids), and the cache it leaves gives
+    the reference's logits for the whole conversation."""
+    from minigemma.chat import Conversation
+    from minigemma.sampling import Sampling
+
+    ref, model, image, clip, samples = saved
+    inputs, n_image, n_audio = reference_inputs(model, image, samples)
+    t, tok = model.config.tokens, model.tokenizer
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS, max_soft_tokens=BUDGET)
+    for content in ([{"type": "image", "path": image}, {"type": "audio", "path": clip}, {"type": "text", "text": "Both?"}], "More."):
+        list(chat.reply(content))
+        rendered = tok.render_chat(chat.messages[:-1], add_generation_prompt=True)
+        before, rest = rendered.split("<|image|>")
+        between, after = rest.split("<|audio|>")
+        expected_ids = [*tok.encode(before), t["boi_token_id"], *[t["image_token_id"]] * n_image, t["eoi_token_id"],
+                        *tok.encode(between), t["boa_token_id"], *[t["audio_token_id"]] * n_audio, t["eoa_token_index"],
+                        *tok.encode(after)]
+        assert chat.cached[: len(expected_ids)] == expected_ids
+        whole = np.array([*chat.cached, *tok.encode("next")[:1]])  # the cache holds chat.cached: feed one more token
+        with torch.no_grad():
+            expected = ref(input_ids=torch.from_numpy(whole[None]), mm_token_type_ids=torch.from_numpy(token_types(whole, t)[None]),
+                           use_cache=False, output_hidden_states=True, **inputs).logits[0, -1].float().numpy()
+        state = chat.cache.save()
+        got = model.extend(whole[-1:], chat.cache)[-1]
+        chat.cache.restore(state)
+        np.testing.assert_allclose(got, expected, **TOL)

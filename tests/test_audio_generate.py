@@ -190,6 +190,16 @@ def test_chat_turns_with_audio_match_reference_generate(checkpoint):
         inputs = processor(text=[rendered], audio=clips[: i + 1], return_tensors="np", add_special_tokens=False)  # as apply_chat_template does
         new, _ = reference_greedy(ref, inputs, stops, NEW_TOKENS)
         assert chat.cached == [*inputs["input_ids"][0], *new[:-1]]  # the last token is sampled, never fed
+        # what the cache holds (every clip's soft tokens where they belong): feeding the last token
+        # gives the reference's logits over the whole conversation
+        whole = np.array([*inputs["input_ids"][0], *new])
+        with torch.no_grad():
+            reference_last = ref(input_ids=torch.from_numpy(whole[None]), input_features=torch.tensor(inputs["input_features"]),
+                                 input_features_mask=torch.tensor(inputs["input_features_mask"]), use_cache=False,
+                                 output_hidden_states=True).logits[0, -1].float().numpy()
+        state = chat.cache.save()
+        np.testing.assert_allclose(model.extend(whole[-1:], chat.cache)[-1], reference_last, **TOL)
+        chat.cache.restore(state)
     assert chat.last.prompt_tokens - chat.last.prefilled > 0  # turn 2 reused turn 1's cache, clip included
 
 

@@ -123,3 +123,71 @@ def test_cli_image_mistakes_are_one_line_errors(saved, tmp_path):
         assert r.returncode == 2 and r.stdout == "", r.stderr
         error = [line for line in r.stderr.splitlines() if "error" in line]
         assert len(error) == 1 and message in error[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def reference_processor(model):
+    """`Gemma4Processor` with the reference PIL image processor and the checkpoint's tokenizer
+    (its video processor would need torchvision, which the image path never touches)."""
+    from transformers import AutoTokenizer, Gemma4Processor
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
+
+    tok = AutoTokenizer.from_pretrained(model.path)
+    images = Gemma4ImageProcessorPil(max_soft_tokens=BUDGET, patch_size=VISION["patch_size"],
+                                     pooling_kernel_size=VISION["pooling_kernel_size"])
+    p = Gemma4Processor.__new__(Gemma4Processor)
+    p.tokenizer, p.image_processor, p.chat_template, p.video_token = tok, images, None, None
+    for name in ("image_token", "boi_token", "eoi_token", "audio_token", "boa_token", "eoa_token"):
+        setattr(p, name, getattr(tok, name))
+    p.image_token_id = tok.convert_tokens_to_ids(tok.image_token)
+    return p
+
+
+def test_chat_turns_with_images_match_reference_generate(saved):
+    """Three turns, an image in the first and the third: every turn's whole token sequence (the
+    history's images expanded again, the cache reused) equals the reference processor's prompt for
+    the conversation rendered by the reference tokenizer's template, followed by the reference's
+    greedy reply to it."""
+    from minigemma.chat import Conversation
+    from minigemma.sampling import Sampling
+
+    ref, model, paths = saved
+    processor = reference_processor(model)
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS, max_soft_tokens=BUDGET)
+    turns = [([{"type": "image", "path": paths[0]}, {"type": "text", "text": "What is this?"}], paths[:1]),
+             ("Say more.", paths[:1]),
+             ([{"type": "image", "image": paths[1]}, {"type": "text", "text": "And this?"}], paths)]
+    for content, shown in turns:
+        list(chat.reply(content))
+        rendered = processor.tokenizer.apply_chat_template(chat.messages[:-1], tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[rendered], images=[[Image.open(p) for p in shown]], return_tensors="np", add_special_tokens=False)
+        ids = inputs["input_ids"][0]
+        expected, _ = reference_greedy(ref, model, ids, shown)
+        assert chat.cached == [*ids, *expected[:-1]]  # the last token is sampled, never fed
+        assert chat.last.prompt_tokens - chat.last.prefilled > 0 or content is turns[0][0]  # later turns reuse the cache
+        # what the cache holds (every image's soft tokens where they belong): feeding the last
+        # token gives the reference's logits over the whole conversation
+        whole = np.array([*ids, *expected])
+        with torch.no_grad():
+            reference_last = ref(input_ids=torch.from_numpy(whole[None]), pixel_values=torch.from_numpy(inputs["pixel_values"]),
+                                 image_position_ids=torch.from_numpy(inputs["image_position_ids"]),
+                                 mm_token_type_ids=torch.from_numpy((whole == processor.image_token_id).astype(np.int64)[None]),
+                                 use_cache=False, output_hidden_states=True).logits[0, -1].float().numpy()
+        state = chat.cache.save()
+        np.testing.assert_allclose(model.extend(whole[-1:], chat.cache)[-1], reference_last, rtol=1e-4, atol=1e-4)
+        chat.cache.restore(state)
+
+
+def test_cli_chat_with_an_image(saved):
+    """`chat --image` shows the image in the first turn: the replies are the API's."""
+    from minigemma.chat import ANSWER, Conversation
+    from minigemma.sampling import Sampling
+
+    _, model, paths = saved
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS, max_soft_tokens=BUDGET)
+    first = "".join(p for c, p in chat.reply([{"type": "image", "path": paths[1]}, {"type": "text", "text": "Look"}]) if c == ANSWER)
+    second = "".join(p for c, p in chat.reply("again") if c == ANSWER)
+    r = subprocess.run([sys.executable, "-m", "minigemma", "chat", "--model", model.path, "--image", paths[1],
+                        "--max-soft-tokens", str(BUDGET), "--temperature", "0", "--max-new-tokens", str(NEW_TOKENS)],
+                       input="Look\nagain\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{first}\n{second}\n"
