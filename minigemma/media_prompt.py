@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import audio_soft_tokens
 from .audio_prompt import audio_tokens, clip_features, expand_audio_markers
 from .chat_media import ChatMedia
 from .errors import InputError
@@ -39,13 +38,12 @@ def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=No
         for message in prompt:
             heard = heard.add(message.get("content"), kinds=("audio",))
         counts, encode_audio = list(heard.seen["audio"].counts), lambda: np.concatenate(heard.seen["audio"].tokens)
-        text, add_special_tokens, unmarked_first = model.tokenizer.render_chat(list(prompt)), False, False
+        text = model.tokenizer.render_chat(list(prompt))  # <bos> included; the template writes a mark per item
     elif audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
         if not isinstance(prompt, str):
             raise InputError(f"prompt: audio needs a text prompt or chat messages, found {type(prompt).__name__}")
-        features, mask, counts = clip_features(model, audio)
-        encode_audio = lambda: audio_soft_tokens(model.audio, features, mask)  # noqa: E731
-        text, add_special_tokens, unmarked_first = prompt, True, True
+        ids, media = processor_inputs(model, prompt, images, max_soft_tokens, audio)
+        return ids, True, model.encode_media(**media)  # the towers run once the marks matched
     else:
         counts = []
     if not counts:  # no audio: images only, or a plain prompt
@@ -57,9 +55,25 @@ def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=No
     if images is not None:
         inputs = preprocess_for(model, images, max_soft_tokens)
         text = expand_image_marks(text, inputs.num_soft_tokens_per_image, **image_marks(model.tokenizer))
-    text = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
-    ids = np.array(model.tokenizer.encode(text, add_special_tokens=add_special_tokens), dtype=np.int64)
+    text = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first=False)
+    ids = np.array(model.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
     soft = [(model.config.tokens["audio_token_id"], "audio", encode_audio())]
     if images is not None:
         soft += model.encode_media(inputs.pixel_values, inputs.image_position_ids)
     return ids, True, soft
+
+
+def processor_inputs(model, text: str, images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
+    """What `Gemma4Processor` hands the model for a text prompt with images and clips: (token ids
+    with <bos> and every mark expanded, {pixel_values, image_position_ids, input_features,
+    input_features_mask} for the media given). Marks as in `prompt_with_media`; nothing is encoded."""
+    media = {}
+    if images is not None:
+        inputs = preprocess_for(model, images, max_soft_tokens)
+        text = expand_image_marks(text, inputs.num_soft_tokens_per_image, **image_marks(model.tokenizer))
+        media.update(pixel_values=inputs.pixel_values, image_position_ids=inputs.image_position_ids)
+    if audio is not None and not (isinstance(audio, list | tuple) and len(audio) == 0):
+        features, mask, counts = clip_features(model, audio)
+        text = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first=True)
+        media.update(input_features=features, input_features_mask=mask)
+    return np.array(model.tokenizer.encode(text, add_special_tokens=True), dtype=np.int64), media

@@ -105,15 +105,21 @@ def same_block(blocks: np.ndarray, q_pos: np.ndarray, k_pos: np.ndarray) -> np.n
 TOKEN_TYPES = {"image_token_id": 1, "video_token_id": 2, "audio_token_id": 3}
 
 
+def token_types(ids: np.ndarray, tokens: dict) -> np.ndarray:
+    """`mm_token_type_ids` as the processor writes it: each placeholder's type, 0 for text."""
+    types = np.zeros(np.shape(ids), dtype=np.int64)
+    for name, kind in TOKEN_TYPES.items():
+        types[np.asarray(ids) == tokens[name]] = kind
+    return types
+
+
 def check_token_types(mm_token_type_ids, ids: np.ndarray, tokens: dict) -> None:
     """`mm_token_type_ids` adds nothing the placeholders do not already say; reject it when it
     disagrees with them (0 text, 1 image, 2 video, 3 audio)."""
     types = np.asarray(mm_token_type_ids)
     if types.shape != ids.shape:
         raise InputError(f"mm_token_type_ids: expected shape {ids.shape} (as input_ids), found {types.shape}")
-    expected = np.zeros(ids.shape, dtype=np.int64)
-    for name, kind in TOKEN_TYPES.items():
-        expected[ids == tokens[name]] = kind
+    expected = token_types(ids, tokens)
     wrong = np.argwhere(types != expected)
     if len(wrong):
         at = tuple(int(i) for i in wrong[0])

@@ -1,6 +1,7 @@
 """`minigemma trace` and `minigemma compare`: the command line of verifying a port (docs/verify.md).
 
     minigemma trace [--model DIR] (--prompt TEXT | --ids 2,15,7) --out FILE [--names PATTERN]... [--reference]
+                    [--image PATH]... [--max-soft-tokens N] [--audio PATH]...     (media with --prompt)
     minigemma compare A B [--atol 1e-4] [--rtol 1e-4] [--names PATTERN]...
 
 `compare` exits 0 when every activation agrees, 1 at a divergence, 2 on a user error.
@@ -11,6 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
+from .cli_generate import add_image_flags, audio_file
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
 from .errors import InputError
 
@@ -43,6 +47,11 @@ def add_trace(sub) -> None:
         action="store_true",
         help="trace the PyTorch reference (transformers) with forward hooks instead of minigemma; needs the test extra",
     )
+    add_image_flags(p, "an image for --prompt (repeatable), placed at each <|image|> of it, else in front; "
+                       "the trace gains the vision tower's steps")
+    p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
+                   help="a WAV clip for --prompt (repeatable), at its <|audio|> marks, else in front; "
+                        "the trace gains the audio tower's steps")
     p.set_defaults(run=run_trace)
 
 
@@ -52,28 +61,39 @@ def run_trace(args) -> int:
     from .trace_file import save_trace
 
     path = args.model if args.model is not None else default_model_path()
-    ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
+    media = {}
+    if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
+        from .media_prompt import processor_inputs
+        from .model import load
+
+        if args.prompt is None:
+            raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
+        ids, media = processor_inputs(load(path), args.prompt, args.images, args.max_soft_tokens, args.audio)
+        ids = ids.tolist()
+    else:
+        ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
     check_token_ids(ids, load_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
-    acts, meta = (trace_reference if args.reference else trace_minigemma)(path, ids, args.names, args.prompt)
+    acts, meta = (trace_reference if args.reference else trace_minigemma)(path, ids, args.names, args.prompt, media)
     save_trace(args.out, acts, meta)
     size = os.path.getsize(args.out)
     print(f"wrote {len(acts)} activations of {len(ids)} tokens ({size / 2**20:.1f} MiB) to {args.out}", file=sys.stderr)
     return 0
 
 
-def trace_minigemma(path: str, ids, names, prompt):
+def trace_minigemma(path: str, ids, names, prompt, media):
     from . import __version__
     from .model import load
     from .trace import config_hash
     from .trace_file import trace_metadata
 
     model = load(path)
-    acts = model.trace(ids, names)
+    acts = model.trace(ids, names, **media)
     return acts, trace_metadata(config_hash(model.config), ids, f"minigemma {__version__}", prompt)
 
 
-def trace_reference(path: str, ids, names, prompt):
+def trace_reference(path: str, ids, names, prompt, media):
     from .config import load_config
+    from .multimodal import token_types
     from .trace import config_hash
     from .trace_file import trace_metadata
 
@@ -82,7 +102,9 @@ def trace_reference(path: str, ids, names, prompt):
     except ImportError as e:
         raise InputError(f"--reference: needs torch and transformers, the test extra: pip install 'minigemma[test]' ({e})") from None
     config = load_config(path)
-    acts = reference_trace.capture(reference_trace.load_reference(path), ids, names)
+    if media:  # the reference's image attention reads the processor's token types
+        media = dict(media, mm_token_type_ids=token_types(np.array(ids), config.tokens))
+    acts = reference_trace.capture(reference_trace.load_reference(path), ids, names, **media)
     return acts, trace_metadata(config_hash(config), ids, reference_trace.source(), prompt)
 
 

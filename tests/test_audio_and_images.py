@@ -154,3 +154,41 @@ def test_chat_turn_with_an_image_and_a_clip(saved):
         got = model.extend(whole[-1:], chat.cache)[-1]
         chat.cache.restore(state)
         np.testing.assert_allclose(got, expected, **TOL)
+
+
+def test_cli_trace_with_an_image_and_a_clip_agrees_with_the_reference(saved, tmp_path):
+    """`minigemma trace --image --audio`, by minigemma and by the reference's hooks: both towers'
+    steps are in the trace, the token ids are the expanded prompt's, and `compare` passes; a
+    perturbed vision weight makes it name the first vision step instead."""
+    from minigemma.trace_file import load_trace
+
+    ref, model, image, clip, samples = saved
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
+    common = ["--model", model.path, "--prompt", PROMPT, "--audio", clip, "--max-soft-tokens", str(BUDGET)]
+    flags = [*common, "--image", image]
+    for out, extra in ((ours, []), (theirs, ["--reference"])):
+        r = subprocess.run([sys.executable, "-m", "minigemma", "trace", *flags, "--out", str(out), *extra],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+    trace = load_trace(str(ours))
+    ids, _, _ = prompt_with_media(model, PROMPT, [image], BUDGET, [clip])
+    assert trace.token_ids == ids.tolist()
+    assert {"vision.patch_embed", "vision.soft_tokens", "audio.subsample", "audio.soft_tokens", "logits"} <= set(trace.activations)
+    r = subprocess.run([sys.executable, "-m", "minigemma", "compare", str(ours), str(theirs)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the same image, a different picture: the first divergence is the vision tower's first step
+    other = tmp_path / "other.png"
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(other)
+    mine = tmp_path / "mine.safetensors"
+    r = subprocess.run([sys.executable, "-m", "minigemma", "trace", *common, "--image", str(other), "--out", str(mine)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "minigemma", "compare", str(mine), str(theirs)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and "vision.patch_embed" in r.stdout.strip().splitlines()[-1], r.stdout
+    # media go with a text prompt, whose marks say where: token ids are refused in one line
+    r = subprocess.run([sys.executable, "-m", "minigemma", "trace", "--model", model.path, "--ids", "2,3", "--image", image,
+                        "--out", str(mine)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "minigemma: error: --image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders"]
