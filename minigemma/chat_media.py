@@ -42,6 +42,9 @@ class Media:
 
 @dataclass(frozen=True)
 class ChatMedia:
+    """A conversation's images and clips so far; `add` returns a new one, so a turn that fails
+    half-way leaves the conversation's media as they were."""
+
     model: object
     max_soft_tokens: int = DEFAULT_SOFT_TOKENS  # each image's budget
     seen: dict = field(default_factory=lambda: {kind: Media() for kind in KINDS})
