@@ -23,6 +23,7 @@ from .lessons_cli import add_lessons
 from .verify_cli import add_compare, add_trace
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program killed by a closed pipe
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
@@ -181,6 +182,9 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `minigemma lessons | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

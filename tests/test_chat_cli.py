@@ -208,3 +208,15 @@ def test_conversation_cache_equals_recomputation(tmp_path, thinking):
         np.testing.assert_allclose(model.extend(probe, chat.cache), model.extend(probe, fresh), rtol=1e-5, atol=1e-5)
         chat.cache.restore(state)
     assert len(chat.cached) > 8 * kwargs["sliding_window"]  # the rings wrapped many times
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`minigemma generate ... | head -c 10`: once the reader closes the pipe, the next write
+    fails; the command stops quietly with the shell's status for it (128 + SIGPIPE)."""
+    p = subprocess.Popen([sys.executable, "-m", "minigemma", "generate", "Exceptions are", "--max-new-tokens", "400",
+                          "--temperature", "1", "--seed", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.read(10)  # the first piece has arrived: generation is under way
+    p.stdout.close()
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 141, err.decode()
+    assert b"Traceback" not in err and b"Error" not in err, err.decode()
