@@ -162,7 +162,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = OneLineParser(prog="minigemma", description="A readable NumPy interpreter of Gemma 4.")
+    parser.add_argument("--version", action="version", version=f"minigemma {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -55,6 +55,16 @@ def test_help_on_every_command():
         assert sub.returncode == 0 and "usage: minigemma " + command in sub.stdout
 
 
+def test_version_is_the_package_metadata_version():
+    """`minigemma --version`, `minigemma.__version__` and pyproject.toml's version are one."""
+    import tomllib
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    r = subprocess.run([sys.executable, "-m", "minigemma", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"minigemma {declared}\n" and minigemma.__version__ == declared
+
+
 def test_every_package_directory_ships():
     """pyproject.toml lists its packages by name (the lessons live outside minigemma/ and install
     as minigemma.lessons): a new subpackage left off the list would be missing from `pip install .`."""
