@@ -48,6 +48,31 @@ def test_forward_matches_reference_on_drawn_gemma3_configs(kwargs, layout, data)
             np.testing.assert_allclose(np.concatenate(steps), expected[0], **TOL)
 
 
+@settings(max_examples=8)
+@given(kwargs=gemma3_config_kwargs(max_layers=3), layout=st.sampled_from(["causal", "conditional"]), data=st.data())
+def test_every_traced_name_matches_the_reference_hooks_on_gemma3(kwargs, layout, data):
+    """`trace` on Gemma 3: the same names the reference's hooks capture on `Gemma3ForCausalLM` /
+    `Gemma3ForConditionalGeneration` (no PLE, MoE or v-norm, so none of their names), equal at 1e-4."""
+    from weights_tools import reference_trace
+
+    if layout == "conditional":
+        kwargs = dict(kwargs, use_bidirectional_attention=False)
+    seq = data.draw(st.integers(1, 2 * kwargs["sliding_window"] + 3), label="seq")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    note(f"config: {kwargs}\nlayout: {layout}")
+    ref = reference_gemma3_model(kwargs, layout, seed)
+    ids = np.random.default_rng(seed).integers(0, kwargs["vocab_size"], seq)
+    with tempfile.TemporaryDirectory() as d:
+        ref.save_pretrained(d)
+        ours = minigemma.load(d).trace(ids)
+    theirs = reference_trace.capture(ref, ids)
+    assert list(ours) == list(theirs)  # the same names, in forward order
+    assert not any(".ple." in n or ".moe." in n or n.startswith("ple.") for n in ours)
+    for name, expected in theirs.items():
+        assert ours[name].shape == expected.shape, name
+        np.testing.assert_allclose(ours[name], expected, err_msg=name, **TOL)
+
+
 PUBLISHED = dict(
     vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=7, num_attention_heads=4,
     num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=24, sliding_window=3, final_logit_softcapping=None,

@@ -137,8 +137,6 @@ def bad_inputs(checkpoint, traced, tmp):
     np.savez(tmp / "bad_meta.npz", embed=np.zeros(2), __metadata__=np.array("{oops"))
     np.savez(tmp / "bad_ids.npz", embed=np.zeros(2), __metadata__=np.array('{"token_ids": "1,2"}'))
     np.savez(tmp / "empty.npz")
-    (tmp / "gemma3").mkdir()
-    (tmp / "gemma3" / "config.json").write_text('{"model_type": "gemma3_text", "vocab_size": 64}')
     trace = ["trace", "--model", str(checkpoint), "--out", str(tmp / "x.npz")]
     return [
         (["compare", str(tmp / "missing.npz"), str(ours)], f"{tmp / 'missing.npz'}: no such trace file"),
@@ -158,8 +156,6 @@ def bad_inputs(checkpoint, traced, tmp):
         (trace + ["--ids", "2,99999"], "--ids: token id 99999 outside the vocabulary [0, 512)"),
         (trace + ["--ids", "2", "--names", "layer.*"], "names: pattern 'layer.*' matches no activation"),
         (["trace", "--model", str(tmp / "nowhere"), "--ids", "2", "--out", str(tmp / "x.npz")], "nowhere"),
-        (["trace", "--reference", "--model", str(tmp / "gemma3"), "--ids", "2", "--out", str(tmp / "x.npz")],
-         "--reference: traces Gemma 4 checkpoints (model_type gemma4_text or gemma4)"),
         (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "x.pt")], "--out "),
         (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "no" / "x.npz")], "cannot write"),
         (["trace", "--model", str(checkpoint), "--ids", "2", "--out", str(tmp / "no" / "x.safetensors")], "cannot write"),

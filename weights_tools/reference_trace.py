@@ -4,8 +4,9 @@
     minigemma trace --reference --model DIR --ids 2,15,7 --out ref.safetensors       (the same)
 
 Needs the test extra (torch, transformers 5.23.0). The reference is Hugging Face `transformers`'
-Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), loaded in float32 with eager
-attention. Every name of `minigemma.trace` is an input or output of one of its modules, so a hook
+Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), or Gemma 3 for a Gemma 3
+checkpoint (`Gemma3ForCausalLM`, `Gemma3ForConditionalGeneration`: the same layer modules, less
+PLE, MoE and the v-norm), loaded in float32 with eager attention. Every name of `minigemma.trace` is an input or output of one of its modules, so a hook
 captures it without touching the reference's code. `LAYER_POINTS` and `MODEL_POINTS` below are
 the mapping; docs/verify.md shows it as a table beside the shapes.
 """
@@ -19,7 +20,8 @@ import sys
 import numpy as np
 import torch
 import transformers
-from transformers import Gemma4ForCausalLM, Gemma4ForConditionalGeneration
+from transformers import Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration
+from transformers.models.gemma3.modeling_gemma3 import Gemma3DecoderLayer, Gemma3TextModel
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextModel
 
 from minigemma.config import config_from_dict, load_config
@@ -28,7 +30,13 @@ from minigemma.audio_subsample import subsampled_mask
 from minigemma.trace import Recorder
 from minigemma.vision import PAD_POSITION
 
-REFERENCE_CLASSES = {"gemma4_text": Gemma4ForCausalLM, "gemma4": Gemma4ForConditionalGeneration}
+REFERENCE_CLASSES = {
+    "gemma4_text": Gemma4ForCausalLM,
+    "gemma4": Gemma4ForConditionalGeneration,
+    "gemma3_text": Gemma3ForCausalLM,
+    "gemma3": Gemma3ForConditionalGeneration,
+}
+TEXT_MODELS = (Gemma4TextModel, Gemma3TextModel)
 
 # (name within layer i, module path within `layers.{i}`, point). A point is the module's first
 # input, its output, or one element of an output tuple. Modules a layer lacks (k_norm on a
@@ -65,6 +73,9 @@ PLE_POINTS = (
     ("ple.post_norm", "post_per_layer_input_norm", "output"),
 )
 LAYER_OUTPUT = (("out", "", "output"),)  # the decoder layer itself, after `layer_scalar`
+# Gemma 3 has no v-norm: its values are the projection's output, flat (seq, kv_heads * head_dim).
+GEMMA3_POINTS = (("attn.v", "self_attn.v_proj", "output"),)
+GEMMA3_HEADS_FIRST = ("attn.q", "attn.k")  # Gemma 3 norms q and k after moving heads before positions
 # Model-level names, module paths within the text model (`model` or `model.language_model`).
 # `ple.inputs` is layer i's second input, stacked over layers; `logits` is the model's output.
 MODEL_POINTS = (
@@ -101,15 +112,17 @@ FLAT = ("moe.router.probs", "moe.router.top_k_weights", "moe.router.top_k_index"
 
 
 def layer_points(layer) -> tuple:
+    if isinstance(layer, Gemma3DecoderLayer):
+        return ATTENTION_POINTS + GEMMA3_POINTS + DENSE_POINTS + LAYER_OUTPUT
     ffw = MOE_POINTS if layer.enable_moe_block else DENSE_POINTS
     return ATTENTION_POINTS + ffw + PLE_POINTS + LAYER_OUTPUT
 
 
-def text_model(model) -> Gemma4TextModel:
-    """The `Gemma4TextModel` inside a causal-LM or conditional-generation reference model."""
-    found = [m for m in model.modules() if isinstance(m, Gemma4TextModel)]
+def text_model(model) -> Gemma4TextModel | Gemma3TextModel:
+    """The text model inside a causal-LM or conditional-generation reference model."""
+    found = [m for m in model.modules() if isinstance(m, TEXT_MODELS)]
     if len(found) != 1:
-        raise InputError(f"reference: expected one Gemma4TextModel inside {type(model).__name__}, found {len(found)}")
+        raise InputError(f"reference: expected one Gemma4TextModel or Gemma3TextModel inside {type(model).__name__}, found {len(found)}")
     return found[0]
 
 
@@ -166,7 +179,7 @@ def register_hooks(text: Gemma4TextModel, raw: dict) -> list:
         for name, path, point in layer_points(layer):
             if _has(layer, path):
                 handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"layers.{i}.{name}")))
-        if text.config.hidden_size_per_layer_input:
+        if getattr(text.config, "hidden_size_per_layer_input", None):
             keep = _keeper(raw, f"ple.input.{i}")  # the layer's second argument, `per_layer_input`
             handles.append(layer.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[1])))
     return handles
@@ -175,8 +188,8 @@ def register_hooks(text: Gemma4TextModel, raw: dict) -> list:
 def register_vision_hooks(model, raw: dict) -> list:
     """Hooks on the vision tower of a conditional-generation model that has one."""
     inner = getattr(model, "model", None)
-    if getattr(inner, "vision_tower", None) is None:
-        return []
+    if getattr(inner, "vision_tower", None) is None or not _has(inner, VISION_POINTS[0][1]):
+        return []  # no tower, or Gemma 3's SigLIP, whose steps minigemma does not name
     handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in VISION_POINTS]
     for j, layer in enumerate(inner.vision_tower.encoder.layers):
         for step, path, point in VISION_LAYER_POINTS:
@@ -207,7 +220,7 @@ def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=No
         for name in [n for n in raw if n.startswith("audio.")]:  # every clip's real frames, clip after clip
             recorder(name, raw.pop(name)[real].float().numpy())
     seq, n_layers = raw["logits"].shape[1], cfg.num_hidden_layers
-    if cfg.hidden_size_per_layer_input:
+    if getattr(cfg, "hidden_size_per_layer_input", None):
         per_layer = [raw.pop(f"ple.input.{i}")[0] for i in range(n_layers)]
         raw["ple.inputs"] = torch.stack(per_layer, dim=1)[None]  # (1, seq, layers, ple_dim)
     for name, t in raw.items():
@@ -218,6 +231,10 @@ def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=No
             value = value.reshape(seq, n_layers, -1)
         if name.endswith("attn.context"):  # o_proj's input: (seq, heads * head_dim) -> per head
             value = value.reshape(seq, cfg.num_attention_heads, -1)
+        if name.endswith("attn.v") and value.ndim == 2:  # Gemma 3's v_proj output -> per KV head
+            value = value.reshape(seq, -1, cfg.head_dim)
+        if cfg.model_type == "gemma3_text" and name.endswith(GEMMA3_HEADS_FIRST):  # (heads, seq, dim) -> (seq, heads, dim)
+            value = value.transpose(1, 0, 2)
         recorder(name, value)
     return recorder.result()
 
@@ -248,12 +265,7 @@ def load_reference(path: str):
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # stderr is for minigemma's own one-line summary
-    config = load_config(path)
-    if config.model_type not in REFERENCE_CLASSES:
-        raise InputError(
-            f"--reference: traces Gemma 4 checkpoints (model_type {' or '.join(REFERENCE_CLASSES)}), "
-            f"{path} has model_type {config.model_type!r}"
-        )
+    config = load_config(path)  # every model_type it accepts has a reference class
     cls = REFERENCE_CLASSES[config.model_type]
     return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
 
