@@ -148,6 +148,17 @@ def test_linear_kernel_matches_twins_on_float32_and_bf16(rows, out, inner, seed)
     np.testing.assert_allclose(fused_linear.linear(x, bits), expected, **TOL)
 
 
+def test_big_decode_products_float32_by_blas_and_bf16_by_the_gemv():
+    """One token through a matrix past `PARALLEL_MIN_WORK`: float32 weights take BLAS (the very
+    product of the twin, bit for bit), bf16 bits the GEMV (the bf16 twin at the tolerance)."""
+    rng = np.random.default_rng(3)
+    inner = 64  # short sums: the two summation orders stay within the tolerance
+    w, x = normal(rng, threads.PARALLEL_MIN_WORK // inner + 1, inner), normal(rng, 1, inner)
+    np.testing.assert_array_equal(fused_linear.linear(x, w), x @ w.T)
+    bits = f32_to_bf16(w)
+    np.testing.assert_allclose(fused_linear.linear(x, bits), bf16_linear(x, bits), **TOL)
+
+
 @pytest.mark.parametrize("parallel", [True, False])
 def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, parallel):
     """Every kernel runs parallel for big work on a machine with an idle core, else on the

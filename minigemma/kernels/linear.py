@@ -5,8 +5,14 @@ Decoding multiplies every weight matrix by one token's vector: a GEMV, whose spe
 bandwidth divided by the bytes of the weights. Reading bf16 (2 bytes a value) instead of float32
 (4) halves those bytes, which is how llama.cpp's f16 files decode faster than the float32
 "roofline": the GEMV below widens each bf16 value in registers (`bits << 16`, reinterpreted as a
-float32) right before its multiply-add; nothing is widened in memory. Float32 weights go through
-the same loop, which also spares small matrices BLAS' thread hand-offs (`threads.py`).
+float32) right before its multiply-add; nothing is widened in memory. Small float32 matrices go
+through the same loop, which spares them BLAS' thread hand-offs (`threads.py`).
+
+Big float32 matrices go to BLAS even here. Matrix by matrix, this GEMV and OpenBLAS's stream at
+the same rate; but a decode step makes about a hundred such calls, and between two of them our
+(OpenMP) threads sleep while OpenBLAS's keep spinning a little, so in whole decode steps OpenBLAS
+came out 15-30% ahead (benchmarks/README.md). The choice depends on the shape alone, never on
+the machine's load, so the same prompt gives the same bits.
 
 With many rows (a prefill) the product is compute-bound instead: float32 weights go straight to
 BLAS, bf16 ones a block of rows at a time, widened (in parallel) into a float32 buffer.
@@ -19,7 +25,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .threads import pick, serial_and_parallel
+from .threads import PARALLEL_MIN_WORK, pick, serial_and_parallel
 
 GEMV_MAX_ROWS = 8  # up to this many rows of x, the weights are streamed once by the GEMV
 GEMV_ROW_BLOCK = 4  # weight rows one GEMV iteration reads side by side (the four sums below)
@@ -95,8 +101,11 @@ def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """x (n, in) float32 @ W.T for W (out, in) stored as float32 or as bf16 bits -> (n, out) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] <= GEMV_MAX_ROWS:
+        work = x.shape[0] * stored.size
+        if stored.dtype == np.float32 and work >= PARALLEL_MIN_WORK:
+            return x @ stored.T  # see the module docstring: OpenBLAS, whose threads do not sleep between calls
         out = np.empty((x.shape[0], stored.shape[0]), np.float32)
-        pick(GEMV, x.shape[0] * stored.size)(x, stored, out)
+        pick(GEMV, work)(x, stored, out)
         return out
     if stored.dtype != BF16_BITS:
         return x @ stored.T
