@@ -4,7 +4,7 @@
 | -------------------------------------------------- | ---------------------------------- |
 | `attention.attend` + `attention.attention_mask`    | `kernels/attention.py`             |
 | `moe.experts`                                      | `kernels/moe.py`                   |
-| `x @ W.T`; `bf16.bf16_linear` (widen, then BLAS)   | `kernels/linear.py` (GEMV on f32 / bf16) |
+| `x @ W.T`; `bf16.bf16_linear` (widen, then BLAS)   | `kernels/linear.py` (GEMV on bf16, small f32) |
 
 The switch, in this order:
 
