@@ -54,11 +54,12 @@ class ChatMedia:
         seen = dict(self.seen)
         for kind in kinds:
             items = [item for item in content if isinstance(item, dict) and item.get("type") == kind] if isinstance(content, list) else []
-            for i, item in enumerate(items):
-                if item.get(kind, item.get("path")) is None:
+            payloads = [item.get(kind, item.get("path")) for item in items]  # the image / clip itself, or its path
+            for i, (item, payload) in enumerate(zip(items, payloads)):
+                if payload is None:
                     raise InputError(f"{kind} item {i} of a message: expected it under {kind!r} or 'path', found {item!r}")
             if items:
-                seen[kind] = seen[kind].plus(*self.encode_items(kind, [item.get(kind, item.get("path")) for item in items]))
+                seen[kind] = seen[kind].plus(*self.encode_items(kind, payloads))
         return ChatMedia(self.model, self.max_soft_tokens, seen)
 
     def encode_items(self, kind: str, items) -> tuple[list[int], np.ndarray]:

@@ -57,36 +57,37 @@ def add_trace(sub) -> None:
 
 def run_trace(args) -> int:
     from .config import load_config
-    from .model import check_token_ids, default_model_path
+    from .model import check_token_ids, default_model_path, load
     from .trace_file import save_trace
 
     path = args.model if args.model is not None else default_model_path()
-    media = {}
+    model, media = None, {}
     if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
         from .media_prompt import processor_inputs
-        from .model import load
 
         if args.prompt is None:
             raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
-        ids, media = processor_inputs(load(path), args.prompt, args.images, args.max_soft_tokens, args.audio)
+        model = load(path)
+        ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio)
         ids = ids.tolist()
     else:
         ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
     check_token_ids(ids, load_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
-    acts, meta = (trace_reference if args.reference else trace_minigemma)(path, ids, args.names, args.prompt, media)
+    if args.reference:
+        acts, meta = trace_reference(path, ids, args.names, args.prompt, media)
+    else:  # the model loaded for the media above, if any
+        acts, meta = trace_minigemma(model or load(path), ids, args.names, args.prompt, media)
     save_trace(args.out, acts, meta)
     size = os.path.getsize(args.out)
     print(f"wrote {len(acts)} activations of {len(ids)} tokens ({size / 2**20:.1f} MiB) to {args.out}", file=sys.stderr)
     return 0
 
 
-def trace_minigemma(path: str, ids, names, prompt, media):
+def trace_minigemma(model, ids, names, prompt, media):
     from . import __version__
-    from .model import load
     from .trace import config_hash
     from .trace_file import trace_metadata
 
-    model = load(path)
     acts = model.trace(ids, names, **media)
     return acts, trace_metadata(config_hash(model.config), ids, f"minigemma {__version__}", prompt)
 

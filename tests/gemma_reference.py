@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import torch
+from hypothesis import note
 from hypothesis import strategies as st
 from transformers import (
     Gemma4Config,
@@ -143,6 +144,16 @@ def reference_text_model(kwargs: dict, layout: str = "causal", seed: int = 0):
         mm.text_config._attn_implementation = "eager"
         model = Gemma4ForConditionalGeneration(mm)
     return randomize(model, seed).eval()
+
+
+def drawn_ids(data, kwargs: dict, layout: str) -> tuple[np.ndarray, int]:
+    """Token ids (batch 1 or 2, seq up to 4 x the window + 6: shorter and much longer than the
+    window) and a seed, drawn for a config, the config noted so that a failing example prints it."""
+    batch = data.draw(st.integers(1, 2), label="batch")
+    seq = data.draw(st.integers(1, 4 * kwargs["sliding_window"] + 6), label="seq")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    note(f"config: {kwargs}\nlayout: {layout}")
+    return np.random.default_rng(seed).integers(0, kwargs["vocab_size"], (batch, seq)), seed
 
 
 def reference_logits(model, ids) -> np.ndarray:

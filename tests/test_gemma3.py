@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gemma3_reference import gemma3_config_kwargs, reference_gemma3_model
-from gemma_reference import SLIDING, randomize, reference_logits
+from gemma_reference import SLIDING, drawn_ids, randomize, reference_logits
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
@@ -27,13 +27,8 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 def test_forward_matches_reference_on_drawn_gemma3_configs(kwargs, layout, data):
     if layout == "conditional":  # minigemma refuses it there (see test_bad_gemma3_config_names_the_field)
         kwargs = dict(kwargs, use_bidirectional_attention=False)
-    window = kwargs["sliding_window"]
-    batch = data.draw(st.integers(1, 2), label="batch")
-    seq = data.draw(st.integers(1, 4 * window + 6), label="seq")
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    note(f"config: {kwargs}\nlayout: {layout}")
+    ids, seed = drawn_ids(data, kwargs, layout)
     ref = reference_gemma3_model(kwargs, layout, seed)
-    ids = np.random.default_rng(seed).integers(0, kwargs["vocab_size"], (batch, seq))
     expected = reference_logits(ref, ids)
     with tempfile.TemporaryDirectory() as d:
         ref.save_pretrained(d)
@@ -43,6 +38,7 @@ def test_forward_matches_reference_on_drawn_gemma3_configs(kwargs, layout, data)
         assert got.dtype == np.float32 and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, **TOL)
         if not kwargs["use_bidirectional_attention"]:  # through the KV cache: a prefill, then one token at a time
+            seq = ids.shape[1]
             cache, split = model.new_cache(), max(1, seq // 2)
             steps = [model.extend(ids[0, :split], cache)] + [model.extend(ids[0, i : i + 1], cache) for i in range(split, seq)]
             np.testing.assert_allclose(np.concatenate(steps), expected[0], **TOL)

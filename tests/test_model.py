@@ -9,8 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from gemma_reference import reference_logits, reference_text_model, text_config_kwargs
-from hypothesis import given, note, settings
+from gemma_reference import drawn_ids, reference_logits, reference_text_model, text_config_kwargs
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformers import Gemma4ForCausalLM
@@ -29,13 +29,8 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 )
 def test_forward_matches_reference_on_drawn_configs(kwargs, layout, bidirectional, data):
     kwargs = dict(kwargs, use_bidirectional_attention=bidirectional)
-    window = kwargs["sliding_window"]
-    batch = data.draw(st.integers(1, 2), label="batch")
-    seq = data.draw(st.integers(1, 4 * window + 6), label="seq")
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    note(f"config: {kwargs}\nlayout: {layout}")
+    ids, seed = drawn_ids(data, kwargs, layout)
     ref = reference_text_model(kwargs, layout, seed)
-    ids = np.random.default_rng(seed).integers(0, kwargs["vocab_size"], (batch, seq))
     expected = reference_logits(ref, ids)
     with tempfile.TemporaryDirectory() as d:
         ref.save_pretrained(d)
