@@ -69,7 +69,7 @@ def bf16_copy(src: str, dst: str) -> str:
     checkpoint looks like, for the kernels' GEMV that reads bf16 directly."""
     import shutil
 
-    from minigemma.checkpoint import Checkpoint, write_safetensors
+    from minigemma.weights.checkpoint import Checkpoint, write_safetensors
 
     if os.path.exists(os.path.join(dst, "config.json")):
         return dst

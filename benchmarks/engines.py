@@ -133,8 +133,8 @@ def compile_kernels() -> dict:
     import numpy as np
 
     from minigemma.kernels import backend
-    from minigemma.moe import ExpertWeights
-    from minigemma.ops import gelu_tanh
+    from minigemma.text.moe import ExpertWeights
+    from minigemma.text.ops import gelu_tanh
 
     kernels = backend(True)
     rng = np.random.default_rng(0)

@@ -57,8 +57,8 @@ def decode_values(model) -> tuple[int, int]:
     """(weight values, stored bytes) one decode step of `model` reads: every layer matrix, the
     head (the tied embedding, read whole), the PLE projection; top-k of n experts; of the
     embedding and the PLE table only one row each, which is negligible."""
-    from minigemma.checkpoint import StoredMatrix
-    from minigemma.moe import ExpertWeights
+    from minigemma.weights.checkpoint import StoredMatrix
+    from minigemma.text.moe import ExpertWeights
 
     cfg, w = model.config.text, model.weights
     fraction = cfg.top_k_experts / cfg.num_experts if cfg.enable_moe_block else 1.0

@@ -50,7 +50,7 @@ def qkv(rng, n_q: int, n_k: int, d: int):
 
 
 def sweep(lengths, repeats: int = 5) -> list[dict]:
-    from minigemma.attention import attend_positions
+    from minigemma.text.attention import attend_positions
     from minigemma.kernels.attention import attend
 
     rng = np.random.default_rng(0)

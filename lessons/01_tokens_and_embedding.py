@@ -4,7 +4,7 @@
 # *Text becomes token ids, ids become vectors scaled by sqrt(hidden), and the same table, tied, reads the next token back out through a soft cap.*
 #
 # Reference: `Gemma4TextScaledWordEmbedding` and `Gemma4ForCausalLM` (transformers `models/gemma4/modeling_gemma4.py`).
-# minigemma: `tokenizer.py` (text to ids), `text.py` (`embed_tokens`, the tied head), `ops.py` (`soft_cap`).
+# minigemma: `generate/tokenizer.py` (text to ids), `text/model.py` (`embed_tokens`, the tied head), `text/ops.py` (`soft_cap`).
 #
 # Every lesson runs on the model that ships inside minigemma: a 5.7M-parameter Gemma 4 trained on
 # the Python documentation, with every text feature of Gemma 4 switched on (its model card is
@@ -19,9 +19,9 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 import numpy as np
 
 import minigemma
-from minigemma.cli import describe
-from minigemma.ops import linear, soft_cap
-from minigemma.text import embed_tokens
+from minigemma.cli.info import describe
+from minigemma.text.ops import linear, soft_cap
+from minigemma.text.model import embed_tokens
 
 model = minigemma.load()  # no path: the embedded model
 cfg = model.config.text

@@ -4,7 +4,7 @@
 # *Divide each vector by its root-mean-square, then scale it: the normalisation Gemma 4 applies around every block, on queries, keys and values, in the router and at the end.*
 #
 # Reference: `Gemma4RMSNorm` (transformers `models/gemma4/modeling_gemma4.py`), with and without a learned scale.
-# minigemma: `norm.py` (`rms_norm`, `norm_weight`).
+# minigemma: `text/norm.py` (`rms_norm`, `norm_weight`).
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -14,12 +14,12 @@ import contextlib
 import numpy as np
 
 import minigemma
-import minigemma.attention
-import minigemma.layer
-import minigemma.moe
-import minigemma.ple
-import minigemma.text
-from minigemma.norm import rms_norm
+import minigemma.text.attention
+import minigemma.text.layer
+import minigemma.text.moe
+import minigemma.text.ple
+import minigemma.text.model
+from minigemma.text.norm import rms_norm
 
 model = minigemma.load()
 cfg = model.config.text
@@ -82,7 +82,7 @@ save(fig, "02_rmsnorm")
 # one forward pass by watching it in every feature file that uses it.
 
 # %%
-users = [minigemma.attention, minigemma.layer, minigemma.moe, minigemma.ple, minigemma.text]
+users = [minigemma.text.attention, minigemma.text.layer, minigemma.text.moe, minigemma.text.ple, minigemma.text.model]
 with contextlib.ExitStack() as stack:
     calls = {module: stack.enter_context(watch(module, "rms_norm")) for module in users}
     model.trace(ids)

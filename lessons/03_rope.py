@@ -5,7 +5,7 @@
 #
 # Reference: `Gemma4TextRotaryEmbedding` and `apply_rotary_pos_emb` (transformers `models/gemma4/modeling_gemma4.py`;
 # the proportional frequencies come from `modeling_rope_utils._compute_proportional_rope_parameters`).
-# minigemma: `rope.py` (`inverse_frequencies`, `rope_tables`, `apply_rope`), `text.py` (`rope_for_positions`).
+# minigemma: `text/rope.py` (`inverse_frequencies`, `rope_tables`, `apply_rope`), `text/model.py` (`rope_for_positions`).
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -13,10 +13,10 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 import numpy as np
 
 import minigemma
-from minigemma.config import RopeParams
-from minigemma.layer_plan import GLOBAL, SLIDING
-from minigemma.rope import apply_rope, inverse_frequencies, rope_tables
-from minigemma.text import rope_for_positions
+from minigemma.text.config import RopeParams
+from minigemma.text.layer_plan import GLOBAL, SLIDING
+from minigemma.text.rope import apply_rope, inverse_frequencies, rope_tables
+from minigemma.text.model import rope_for_positions
 
 model = minigemma.load()
 cfg = model.config.text

@@ -5,8 +5,8 @@
 #
 # Reference: `Gemma4TextAttention` (transformers `models/gemma4/modeling_gemma4.py`), with
 # `sliding_window_mask_function` for the window, and the layer plan of `Gemma4TextConfig`.
-# minigemma: `attention.py` (`project_queries`, `project_keys_values`, `attention_mask`, `attend`,
-# `output_projection`), `layer_plan.py` (`layer_types`).
+# minigemma: `text/attention.py` (`project_queries`, `project_keys_values`, `attention_mask`, `attend`,
+# `output_projection`), `text/layer_plan.py` (`layer_types`).
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -14,11 +14,11 @@ from lesson_support import agree, have_reference, heldout_text, plt, reference_t
 import numpy as np
 
 import minigemma
-from minigemma.attention import attend, attention_mask, output_projection, project_keys_values, project_queries
-from minigemma.layer_plan import GLOBAL, layer_types
-from minigemma.norm import rms_norm
-from minigemma.rope import apply_rope
-from minigemma.text import rope_for_positions
+from minigemma.text.attention import attend, attention_mask, output_projection, project_keys_values, project_queries
+from minigemma.text.layer_plan import GLOBAL, layer_types
+from minigemma.text.norm import rms_norm
+from minigemma.text.rope import apply_rope
+from minigemma.text.model import rope_for_positions
 
 model = minigemma.load()
 cfg = model.config.text
@@ -175,7 +175,7 @@ save(fig, "04_attention_maps")
 #
 # The reference returns its attention weights with `output_attentions=True` (eager attention):
 # they must equal ours for every layer and head. And each layer's attention output (what its
-# `Gemma4TextAttention` returns, caught by a forward hook: `reference_trace.capture`, lesson 12)
+# `Gemma4TextAttention` returns, caught by a forward hook: `minigemma.verify.reference.capture`, lesson 12)
 # must equal ours, `layers.{i}.attn.out`.
 
 # %%
@@ -183,7 +183,7 @@ if have_reference():
     import torch
     from transformers.models.gemma4.modeling_gemma4 import Gemma4TextAttention
 
-    from weights_tools.reference_trace import capture
+    from minigemma.verify.reference import capture
 
     ref = reference_text_model()
     assert all(isinstance(layer.self_attn, Gemma4TextAttention) for layer in ref.model.layers)

@@ -5,7 +5,7 @@
 #
 # Reference: `DynamicCache`, with a `DynamicSlidingWindowLayer` per sliding layer and a `DynamicLayer` per global
 # layer (transformers `cache_utils.py`), and `KVSharingDict` for the shared layers.
-# minigemma: `cache.py` (`new_cache`, `SlidingKV`, `GlobalKV`), `generation.py` (`generate_ids`), `Model.extend`.
+# minigemma: `generate/cache.py` (`new_cache`, `SlidingKV`, `GlobalKV`), `generate/loop.py` (`generate_ids`), `Model.extend`.
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -13,9 +13,9 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 import numpy as np
 
 import minigemma
-from minigemma.config import config_from_dict
-from minigemma.generation import generate_ids
-from minigemma.sampling import Sampling
+from minigemma.text.config import config_from_dict
+from minigemma.generate.loop import generate_ids
+from minigemma.generate.sampling import Sampling
 from weights_tools.random_checkpoint import PRESETS
 
 model = minigemma.load()

@@ -5,7 +5,7 @@
 #
 # Reference: `Gemma4TextModel.get_per_layer_inputs` and `Gemma4TextModel.project_per_layer_inputs`, and the tail of
 # `Gemma4TextDecoderLayer` (transformers `models/gemma4/modeling_gemma4.py`).
-# minigemma: `ple.py` (`token_identity`, `per_layer_inputs`, `apply_per_layer_input`).
+# minigemma: `text/ple.py` (`token_identity`, `per_layer_inputs`, `apply_per_layer_input`).
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -15,10 +15,10 @@ from unittest import mock
 import numpy as np
 
 import minigemma
-import minigemma.layer
-import minigemma.text
-from minigemma.cli import memory_bytes
-from minigemma.ple import per_layer_inputs, token_identity
+import minigemma.text.layer
+import minigemma.text.model
+from minigemma.cli.info import memory_bytes
+from minigemma.text.ple import per_layer_inputs, token_identity
 from weights_tools.tiny_eval import evaluate
 
 model = minigemma.load()
@@ -107,9 +107,9 @@ save(fig, "06_ple_contributions")
 # %%
 tokens = np.array(model.tokenizer.encode(heldout_text(), add_special_tokens=True)[:768])
 with_ple, _ = evaluate(model, tokens, 256)
-with mock.patch.object(minigemma.layer, "apply_per_layer_input", lambda h, *rest: h):
+with mock.patch.object(minigemma.text.layer, "apply_per_layer_input", lambda h, *rest: h):
     without_ple, _ = evaluate(model, tokens, 256)
-with mock.patch.object(minigemma.text, "token_identity", lambda ids, w, layers, dim: np.zeros((len(ids), layers, dim), np.float32)):
+with mock.patch.object(minigemma.text.model, "token_identity", lambda ids, w, layers, dim: np.zeros((len(ids), layers, dim), np.float32)):
     without_identity, _ = evaluate(model, tokens, 256)
 print(f"cross-entropy on {len(tokens)} held-out tokens: with PLE {with_ple:.3f}, without the token table {without_identity:.3f}, "
       f"without PLE {without_ple:.3f} nats/token")
@@ -119,13 +119,13 @@ print(f"cross-entropy on {len(tokens)} held-out tokens: with PLE {with_ple:.3f},
 #
 # The reference's `get_per_layer_inputs` (token identity) and `project_per_layer_inputs` (the mix),
 # and each layer's contribution: the output of its `post_per_layer_input_norm`, caught by a
-# forward hook (`reference_trace.capture`, lesson 12).
+# forward hook (`minigemma.verify.reference.capture`, lesson 12).
 
 # %%
 if have_reference():
     import torch
 
-    from weights_tools.reference_trace import capture
+    from minigemma.verify.reference import capture
 
     ref = reference_text_model()
     with torch.no_grad():

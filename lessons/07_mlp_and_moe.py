@@ -5,7 +5,7 @@
 #
 # Reference: `Gemma4TextMLP`, `Gemma4TextRouter` and `Gemma4TextExperts`, combined in `Gemma4TextDecoderLayer`
 # (transformers `models/gemma4/modeling_gemma4.py`).
-# minigemma: `mlp.py` (`mlp`), `moe.py` (`route`, `experts`, `moe_block`).
+# minigemma: `text/mlp.py` (`mlp`), `text/moe.py` (`route`, `experts`, `moe_block`).
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -15,11 +15,11 @@ from unittest import mock
 import numpy as np
 
 import minigemma
-import minigemma.moe
-from minigemma.mlp import mlp
-from minigemma.moe import experts, route
-from minigemma.norm import rms_norm
-from minigemma.ops import activation
+import minigemma.text.moe
+from minigemma.text.mlp import mlp
+from minigemma.text.moe import experts, route
+from minigemma.text.norm import rms_norm
+from minigemma.text.ops import activation
 from weights_tools.tiny_eval import evaluate
 
 model = minigemma.load()
@@ -112,7 +112,7 @@ def without_experts(h, w, top_k, eps):
     return probs, np.zeros_like(weights), index
 
 
-with mock.patch.object(minigemma.moe, "route", without_experts):
+with mock.patch.object(minigemma.text.moe, "route", without_experts):
     ce_dense_only, _ = evaluate(model, tokens, 256)
 print(f"cross-entropy on held-out text: {ce:.3f} nats/token with the experts, {ce_dense_only:.3f} with the shared expert alone")
 

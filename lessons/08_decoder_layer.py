@@ -4,7 +4,7 @@
 # *Attention, then the MLP beside its experts, then the layer's Per-Layer Embedding, each normed on the way in and on the way out and added to the residual stream, then one learned scale for the whole layer.*
 #
 # Reference: `Gemma4TextDecoderLayer` (transformers `models/gemma4/modeling_gemma4.py`).
-# minigemma: `layer.py` (`decoder_layer`, `ForwardContext`), which calls the functions of lessons 2 to 7.
+# minigemma: `text/layer.py` (`decoder_layer`, `ForwardContext`), which calls the functions of lessons 2 to 7.
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -13,9 +13,9 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 import numpy as np
 
 import minigemma
-from minigemma.layer import ForwardContext, decoder_layer
-from minigemma.ple import per_layer_inputs, token_identity
-from minigemma.text import rope_for_positions
+from minigemma.text.layer import ForwardContext, decoder_layer
+from minigemma.text.ple import per_layer_inputs, token_identity
+from minigemma.text.model import rope_for_positions
 
 model = minigemma.load()
 cfg = model.config.text
@@ -101,13 +101,13 @@ save(fig, "08_layer_contributions")
 # ## Check against the reference
 #
 # The output of every `Gemma4TextDecoderLayer` of the reference, caught by a forward hook
-# (`reference_trace.capture`, lesson 12), against ours.
+# (`minigemma.verify.reference.capture`, lesson 12), against ours.
 
 # %%
 if have_reference():
     from transformers.models.gemma4.modeling_gemma4 import Gemma4TextDecoderLayer
 
-    from weights_tools.reference_trace import capture
+    from minigemma.verify.reference import capture
 
     ref = reference_text_model()
     assert all(isinstance(layer, Gemma4TextDecoderLayer) for layer in ref.model.layers)

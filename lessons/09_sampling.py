@@ -5,7 +5,7 @@
 #
 # Reference: `TemperatureLogitsWarper`, `TopKLogitsWarper` and `TopPLogitsWarper`, applied in that order by
 # `GenerationMixin.generate` (transformers `generation/logits_process.py`, `generation/utils.py`).
-# minigemma: `sampling.py` (`Sampling`, `filtered_logits`, `sample`), `generation.py`, `Model.generate`.
+# minigemma: `generate/sampling.py` (`Sampling`, `filtered_logits`, `sample`), `generate/loop.py`, `Model.generate`.
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -14,8 +14,8 @@ from lesson_support import agree, have_reference, plt, reference_text_model, sav
 import numpy as np
 
 import minigemma
-from minigemma.ops import softmax
-from minigemma.sampling import Sampling, filtered_logits, sample
+from minigemma.text.ops import softmax
+from minigemma.generate.sampling import Sampling, filtered_logits, sample
 
 model = minigemma.load()
 

@@ -6,8 +6,8 @@
 # Reference: `Gemma4ImageProcessorPil` (transformers `models/gemma4/image_processing_pil_gemma4.py`), and in
 # `models/gemma4/modeling_gemma4.py`: `Gemma4VisionPatchEmbedder`, `Gemma4VisionRotaryEmbedding`, `Gemma4VisionPooler`,
 # `Gemma4VisionModel`, `Gemma4MultimodalEmbedder`, `create_masks_for_vision_model`.
-# minigemma: `image.py` (`preprocess`, `target_size`), `vision.py` (`embed_patches`, `pool`, `encode_images`),
-# `vision_encoder.py` (`axial_rope_tables`, `apply_axial_rope`), `multimodal.py` (placeholders, merge, image blocks).
+# minigemma: `vision/image.py` (`preprocess`, `target_size`), `vision/tower.py` (`embed_patches`, `pool`, `encode_images`),
+# `vision/encoder.py` (`axial_rope_tables`, `apply_axial_rope`), `text/multimodal.py` (placeholders, merge, image blocks).
 #
 # **No trained weights here.** The embedded model is a text model: minigemma has no trained
 # vision tower. This lesson builds a small vision tower with *random* weights
@@ -24,13 +24,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import minigemma
-from minigemma.attention import attention_mask
-from minigemma.image import PATCH_SIZE, POOLING_KERNEL_SIZE, SUPPORTED_SOFT_TOKENS, preprocess, target_size
-from minigemma.multimodal import expand_image_marks, image_blocks, merge_soft_tokens, placeholder_ids, same_block
-from minigemma.text import embed_tokens
-from minigemma.vision import EMBEDDER_PREFIX, TOWER_PREFIX, encode_images, load_vision, pool
-from minigemma.vision_config import vision_config_from_dict
-from minigemma.vision_encoder import apply_axial_rope, axial_rope_tables
+from minigemma.text.attention import attention_mask
+from minigemma.vision.image import PATCH_SIZE, POOLING_KERNEL_SIZE, SUPPORTED_SOFT_TOKENS, preprocess, target_size
+from minigemma.text.multimodal import expand_image_marks, image_blocks, merge_soft_tokens, placeholder_ids, same_block
+from minigemma.text.model import embed_tokens
+from minigemma.vision.tower import EMBEDDER_PREFIX, TOWER_PREFIX, encode_images, load_vision, pool
+from minigemma.vision.config import vision_config_from_dict
+from minigemma.vision.encoder import apply_axial_rope, axial_rope_tables
 from weights_tools.random_checkpoint import RandomWeights
 
 # %% [markdown]

@@ -7,9 +7,9 @@
 # `models/gemma4/modeling_gemma4.py`: `Gemma4AudioSubSampleConvProjection`, `Gemma4AudioAttention`,
 # `Gemma4AudioRelPositionalEncoding`, `Gemma4AudioLightConv1d`, `Gemma4AudioLayer`, `Gemma4AudioModel`,
 # `Gemma4MultimodalEmbedder`.
-# minigemma: `audio_features.py` (`extract_features`, `mel_filter_bank`), `audio_subsample.py` (`subsample`),
-# `audio_attention.py` (`block_mask`, `audio_attention`), `audio.py` (`conformer_layer`, `audio_forward`,
-# `audio_soft_tokens`), `audio_prompt.py`.
+# minigemma: `audio/features.py` (`extract_features`, `mel_filter_bank`), `audio/subsample.py` (`subsample`),
+# `audio/attention.py` (`block_mask`, `audio_attention`), `audio/tower.py` (`conformer_layer`, `audio_forward`,
+# `audio_soft_tokens`), `audio/prompt.py`.
 #
 # **No trained weights here.** The embedded model is a text model: minigemma has no trained
 # audio tower. This lesson builds a small conformer with *random* weights
@@ -25,13 +25,13 @@ from lesson_support import agree, have_reference, plt, save, to_numpy
 import numpy as np
 
 import minigemma
-from minigemma.audio import AudioTower, audio_soft_tokens, load_audio
-from minigemma.audio_attention import block_mask
-from minigemma.audio_config import audio_config_from_dict
-from minigemma.audio_features import FeatureConfig, extract_features, mel_filter_bank
-from minigemma.audio_prompt import expand_audio_markers
-from minigemma.audio_subsample import subsampled_mask
-from minigemma.multimodal import load_embedder
+from minigemma.audio.tower import AudioTower, audio_soft_tokens, load_audio
+from minigemma.audio.attention import block_mask
+from minigemma.audio.config import audio_config_from_dict
+from minigemma.audio.features import FeatureConfig, extract_features, mel_filter_bank
+from minigemma.audio.prompt import expand_audio_markers
+from minigemma.audio.subsample import subsampled_mask
+from minigemma.text.multimodal import load_embedder
 from weights_tools.random_checkpoint import RandomWeights
 
 features_cfg = FeatureConfig()  # the released models' settings: 16 kHz, 128 mels, 20 ms frames every 10 ms
@@ -40,7 +40,7 @@ rate = features_cfg.sampling_rate
 # %% [markdown]
 # ## A sound
 #
-# Made here, so the lesson needs no file (a WAV file would go through `minigemma.wav.load_clip`,
+# Made here, so the lesson needs no file (a WAV file would go through `minigemma.audio.wav.load_clip`,
 # which also resamples it to 16 kHz): 2.4 seconds of a rising whistle, a pause, two notes, a hiss
 # like an "s", and a buzzing vowel-like tone with its harmonics.
 

@@ -4,8 +4,8 @@
 # *The whole forward pass as a chain of named steps; and how to find the one step where a port of Gemma 4 goes wrong, by comparing traces with the reference's.*
 #
 # Reference: `Gemma4ForCausalLM` (transformers `models/gemma4/modeling_gemma4.py`), observed through forward hooks
-# on its modules (`weights_tools/reference_trace.py`).
-# minigemma: `Model.trace`, `trace.py`, `compare.py` (`compare_traces`, `report`), `trace_file.py`; the guide `docs/verify.md`.
+# on its modules (`minigemma/verify/reference.py`).
+# minigemma: `Model.trace`, `verify/trace.py`, `verify/compare.py` (`compare_traces`, `report`), `verify/trace_file.py`; the guide `docs/verify.md`.
 
 # %%
 # lesson_support first: it sets one BLAS thread before NumPy loads, and the matplotlib backend
@@ -14,12 +14,12 @@ from pathlib import Path
 from unittest import mock
 
 import minigemma
-import minigemma.attention
-import minigemma.text
-from minigemma.compare import compare_traces, report
-from minigemma.config import RopeParams
-from minigemma.rope import inverse_frequencies
-from minigemma.trace_file import Trace, load_trace
+import minigemma.text.attention
+import minigemma.text.model
+from minigemma.verify.compare import compare_traces, report
+from minigemma.text.config import RopeParams
+from minigemma.text.rope import inverse_frequencies
+from minigemma.verify.trace_file import Trace, load_trace
 
 model = minigemma.load()
 cfg = model.config.text
@@ -86,8 +86,8 @@ def rope_without_pruning(params, head_dim):
 
 
 bugs = {
-    "scores / sqrt(head_dim)": mock.patch.object(minigemma.attention, "ATTENTION_SCALING", cfg.head_dim**-0.5),
-    "RoPE without pruning": mock.patch.object(minigemma.text, "inverse_frequencies", rope_without_pruning),
+    "scores / sqrt(head_dim)": mock.patch.object(minigemma.text.attention, "ATTENTION_SCALING", cfg.head_dim**-0.5),
+    "RoPE without pruning": mock.patch.object(minigemma.text.model, "inverse_frequencies", rope_without_pruning),
 }
 first_global = next(s.index for s in cfg.layers if not s.is_sliding)
 expected = {"scores / sqrt(head_dim)": "layers.0.attn.context", "RoPE without pruning": f"layers.{first_global}.attn.context"}
@@ -136,7 +136,7 @@ save(fig, "12_divergence")
 if have_reference():
     from transformers import Gemma4ForCausalLM
 
-    from weights_tools.reference_trace import capture
+    from minigemma.verify.reference import capture
 
     ref = reference_text_model()
     assert isinstance(ref, Gemma4ForCausalLM)

@@ -72,7 +72,7 @@ def watch(module, name: str):
 
     minigemma's features are plain functions, so this is its twin of a PyTorch forward hook: the
     function is wrapped for the duration of the block, then put back. Only calls that look the
-    function up in `module` are seen (e.g. `watch(minigemma.layer, "apply_per_layer_input")`)."""
+    function up in `module` are seen (e.g. `watch(minigemma.text.layer, "apply_per_layer_input")`)."""
     original = getattr(module, name)
     calls = []
 

@@ -7,6 +7,6 @@
 
 from .errors import CheckpointError, ConfigError, InputError, MinigemmaError
 from .model import Model, load
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["load", "Model", "ConfigError", "CheckpointError", "InputError", "MinigemmaError", "__version__"]

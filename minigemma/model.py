@@ -6,8 +6,8 @@ layout (`Gemma4ForCausalLM`: tensors under `model.*`; `Gemma4ForConditionalGener
 model under `model.language_model.*`), and Gemma 3's text model (`Gemma3ForCausalLM`: `model.*`;
 `Gemma3ForConditionalGeneration`: `language_model.model.*`, as its `save_pretrained` writes it).
 `Model.forward` turns token ids into logits; `Model.extend` feeds tokens through a KV cache, and
-`Model.generate` / `Model.stream` write text (`generation.py`);
-`Model.trace` names every step on the way (`trace.py`).
+`Model.generate` / `Model.stream` write text (`generate/loop.py`);
+`Model.trace` names every step on the way (`verify/trace.py`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from functools import cached_property
 
 import numpy as np
 
-from . import generation
-from .audio import audio_soft_tokens, load_audio_tower
-from .cache import KVCache, new_cache
-from .checkpoint import Checkpoint
-from .config import ModelConfig, load_config
+from .generate import loop as generation
+from .audio.tower import audio_soft_tokens, load_audio_tower
+from .generate.cache import KVCache, new_cache
+from .weights.checkpoint import Checkpoint
+from .text.config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, InputError
 from .kernels import NUMPY, Backend, backend
-from .multimodal import (
+from .text.multimodal import (
     TEXT_BLOCK,
     check_placeholders,
     check_token_types,
@@ -33,11 +33,11 @@ from .multimodal import (
     merge_soft_tokens,
     placeholder_ids,
 )
-from .text import TextWeights, embed_tokens, load_text, text_forward
-from .image import DEFAULT_SOFT_TOKENS
-from .vision import encode_images, load_vision_tower
-from .ops import no_tap
-from .trace import Recorder
+from .text.model import TextWeights, check_token_ids, embed_tokens, load_text, text_forward
+from .vision.image import DEFAULT_SOFT_TOKENS
+from .vision.tower import encode_images, load_vision_tower
+from .text.ops import no_tap
+from .verify.trace import Recorder
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
@@ -185,7 +185,7 @@ class Model:
     @cached_property
     def tokenizer(self):
         """The checkpoint's own tokenizer (tokenizer.model or tokenizer.json + tokenizer_config.json)."""
-        from .tokenizer import load_tokenizer
+        from .generate.tokenizer import load_tokenizer
 
         if self.path is None:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
@@ -235,25 +235,6 @@ def split_by_row(batch: np.ndarray, soft: list) -> list[list]:
                 f"produced {len(tokens)} soft tokens"
             )
     return rows
-
-
-def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.ndarray:
-    """Validate token ids: integers, 1-D or 2-D, non-empty, each in [0, vocab_size)."""
-    try:
-        arr = np.asarray(input_ids)
-    except ValueError as e:  # ragged nested lists
-        raise InputError(f"{name}: expected a rectangular array of token ids ({e})") from None
-    if arr.size == 0:
-        raise InputError(f"{name}: empty input, expected at least one token id")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)):
-        raise InputError(f"{name}: expected integer token ids, found dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise InputError(f"{name}: expected shape (seq,) or (batch, seq), found {arr.shape}")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise InputError(f"{name}: token id {bad} outside the vocabulary [0, {vocab_size})")
-    return arr.astype(np.int64)
 
 
 def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> Model:

@@ -23,7 +23,7 @@ from transformers import Gemma4AudioConfig
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.gemma4.modeling_gemma4 import Gemma4AudioModel, Gemma4ClippableLinear, sliding_window_mask_function
 
-from minigemma.audio_config import audio_config_from_dict
+from minigemma.audio.config import audio_config_from_dict
 
 
 @st.composite

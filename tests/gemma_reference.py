@@ -26,10 +26,10 @@ from transformers import (
     Gemma4TextConfig,
 )
 
-from minigemma.checkpoint import ArrayCheckpoint
-from minigemma.config import config_from_dict, text_config_from_dict
+from minigemma.weights.checkpoint import ArrayCheckpoint
+from minigemma.text.config import config_from_dict, text_config_from_dict
 from minigemma.model import HEAD_NAME, Model
-from minigemma.text import load_text
+from minigemma.text.model import load_text
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 CLIP_BOUNDS = ("input_min", "input_max", "output_min", "output_max")  # `Gemma4ClippableLinear` buffers

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from minigemma.checkpoint import write_safetensors
+from minigemma.weights.checkpoint import write_safetensors
 from weights_tools.random_checkpoint import expected_tensors
 
 

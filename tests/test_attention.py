@@ -11,9 +11,9 @@ from transformers.cache_utils import KVSharingDict
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextAttention, Gemma4TextRotaryEmbedding
 
-from minigemma.attention import attend, attention_mask, load_attention
-from minigemma.layer import ForwardContext, self_attention
-from minigemma.text import rope_for_positions
+from minigemma.text.attention import attend, attention_mask, load_attention
+from minigemma.text.layer import ForwardContext, self_attention
+from minigemma.text.model import rope_for_positions
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -24,11 +24,11 @@ from gemma_reference import as_checkpoint, to_np
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from minigemma.audio import audio_forward, conformer_layer, feed_forward, light_conv, load_audio, load_conformer_layer
-from minigemma.audio_attention import audio_attention, block_mask, load_audio_attention, relative_position_embeddings, rel_shift
-from minigemma.audio_config import audio_config_from_dict
-from minigemma.audio_subsample import load_subsample, subsample, subsampled_mask
-from minigemma.clipped_linear import clipped_linear, load_clipped_linear
+from minigemma.audio.tower import audio_forward, conformer_layer, feed_forward, light_conv, load_audio, load_conformer_layer
+from minigemma.audio.attention import audio_attention, block_mask, load_audio_attention, relative_position_embeddings, rel_shift
+from minigemma.audio.config import audio_config_from_dict
+from minigemma.audio.subsample import load_subsample, subsample, subsampled_mask
+from minigemma.vision.clipped_linear import clipped_linear, load_clipped_linear
 from minigemma.errors import ConfigError
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # one feature

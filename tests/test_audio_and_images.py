@@ -20,12 +20,12 @@ from transformers import Gemma4AudioFeatureExtractor
 from vision_reference import make_text_config, randomize
 
 import minigemma
-from minigemma.audio_features import extract_features
-from minigemma.audio_subsample import subsampled_mask
-from minigemma.generation import stop_token_ids
-from minigemma.image import preprocess
-from minigemma.media_prompt import prompt_with_media
-from minigemma.tokenizer import load_tokenizer
+from minigemma.audio.features import extract_features
+from minigemma.audio.subsample import subsampled_mask
+from minigemma.generate.loop import stop_token_ids
+from minigemma.vision.image import preprocess
+from minigemma.generate.media_prompt import prompt_with_media
+from minigemma.generate.tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET, NEW_TOKENS, MELS = 70, 12, 8
@@ -130,8 +130,8 @@ def test_chat_turn_with_an_image_and_a_clip(saved):
     sequence is the rendered conversation with both kinds of marks expanded (the tokenizer's
     own template; the expansion checked against hand-built ids), and the cache it leaves gives
     the reference's logits for the whole conversation."""
-    from minigemma.chat import Conversation
-    from minigemma.sampling import Sampling
+    from minigemma.generate.chat import Conversation
+    from minigemma.generate.sampling import Sampling
 
     ref, model, image, clip, samples = saved
     inputs, n_image, n_audio = reference_inputs(model, image, samples)
@@ -160,7 +160,7 @@ def test_cli_trace_with_an_image_and_a_clip_agrees_with_the_reference(saved, tmp
     """`minigemma trace --image --audio`, by minigemma and by the reference's hooks: both towers'
     steps are in the trace, the token ids are the expanded prompt's, and `compare` passes; a
     perturbed vision weight makes it name the first vision step instead."""
-    from minigemma.trace_file import load_trace
+    from minigemma.verify.trace_file import load_trace
 
     ref, model, image, clip, samples = saved
     ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"

@@ -15,9 +15,9 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from transformers import Gemma4AudioFeatureExtractor
 
-from minigemma.audio_features import FeatureConfig, extract_features, feature_config_from_dict, load_feature_config
+from minigemma.audio.features import FeatureConfig, extract_features, feature_config_from_dict, load_feature_config
 from minigemma.errors import InputError
-from minigemma.wav import load_clip, read_wav, resample
+from minigemma.audio.wav import load_clip, read_wav, resample
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

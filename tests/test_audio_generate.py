@@ -20,9 +20,9 @@ from tokenizer_fixtures import write_bpe_tokenizer
 from transformers import AutoTokenizer, Gemma4AudioFeatureExtractor, Gemma4Processor
 
 import minigemma
-from minigemma.audio_prompt import prompt_with_audio
-from minigemma.generation import stop_token_ids
-from minigemma.sampling import Sampling
+from minigemma.audio.prompt import prompt_with_audio
+from minigemma.generate.loop import stop_token_ids
+from minigemma.generate.sampling import Sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MELS = 8  # what the small tower's subsampling channels (8 // 4 = 2 frequencies) accept
@@ -177,7 +177,7 @@ def test_chat_turns_with_audio_match_reference_generate(checkpoint):
     """Two turns, a clip in each: every turn's whole token sequence (the history's clips
     expanded again, the cache reused) equals the reference processor's prompt for the rendered
     conversation followed by the reference's greedy reply."""
-    from minigemma.chat import Conversation
+    from minigemma.generate.chat import Conversation
 
     d, ref, processor, clips, paths = checkpoint
     model = minigemma.load(d)
@@ -205,7 +205,7 @@ def test_chat_turns_with_audio_match_reference_generate(checkpoint):
 
 def test_cli_chat_with_audio(checkpoint):
     """`chat --audio` hears the clip in the first turn: the reply is the one the API gives."""
-    from minigemma.chat import ANSWER, Conversation
+    from minigemma.generate.chat import ANSWER, Conversation
 
     d, _, _, _, paths = checkpoint
     model = minigemma.load(d)

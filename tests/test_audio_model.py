@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from transformers import Gemma4AudioFeatureExtractor
 
 import minigemma
-from minigemma.audio_subsample import subsampled_mask
+from minigemma.audio.subsample import subsampled_mask
 from minigemma.errors import InputError
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -150,8 +150,8 @@ def test_bf16_checkpoint_with_audio(tmp_path):
 def test_trace_names_with_audio_match_the_reference_hooks(tmp_path_factory, text, audio, data):
     """With audio, the tower's names come before `embed`, each clip's real frames one after
     another, every one equal to what forward hooks capture on the reference."""
-    from minigemma.trace import AUDIO_AFTER_LAYERS, AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS
-    from weights_tools import reference_trace
+    from minigemma.verify.trace import AUDIO_AFTER_LAYERS, AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS
+    from minigemma.verify import reference as reference_trace
 
     audio_kwargs, mels = audio
     seed = data.draw(st.integers(0, 2**16), label="seed")

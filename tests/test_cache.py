@@ -9,7 +9,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from minigemma import ConfigError, InputError
-from minigemma.cache import GlobalKV, SlidingKV
+from minigemma.generate.cache import GlobalKV, SlidingKV
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 

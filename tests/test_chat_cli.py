@@ -15,9 +15,9 @@ from scripted_model import add_chain, write_scripted_checkpoint
 from tokenizer_fixtures import write_bpe_tokenizer
 
 import minigemma
-from minigemma.chat import ANSWER, THOUGHT, Channels, Conversation
-from minigemma.sampling import Sampling
-from minigemma.tokenizer import load_tokenizer
+from minigemma.generate.chat import ANSWER, THOUGHT, Channels, Conversation
+from minigemma.generate.sampling import Sampling
+from minigemma.generate.tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTEXT = 160

@@ -10,12 +10,12 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import minigemma
-from minigemma.checkpoint import bf16_to_f32, f32_to_bf16, write_safetensors
+from minigemma.weights.checkpoint import bf16_to_f32, f32_to_bf16, write_safetensors
 from minigemma.cli import main
-from minigemma.compare import compare_arrays, compare_traces
-from minigemma.trace import config_hash
-from minigemma.trace_file import Trace, load_trace, save_trace, trace_metadata
-from weights_tools import reference_trace
+from minigemma.verify.compare import compare_arrays, compare_traces
+from minigemma.verify.trace import config_hash
+from minigemma.verify.trace_file import Trace, load_trace, save_trace, trace_metadata
+from minigemma.verify import reference as reference_trace
 
 # the first activation a perturbed weight of `layers.{i}.mlp` changes
 FIRST_AFFECTED = {"gate_proj": "mlp.gated", "up_proj": "mlp.gated", "down_proj": "mlp.out"}

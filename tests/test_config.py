@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from transformers import Gemma4Config, Gemma4TextConfig
 
 from minigemma import ConfigError
-from minigemma.config import config_from_dict, load_config
+from minigemma.text.config import config_from_dict, load_config
 
 
 def assert_same_derivation(ours, ref: Gemma4TextConfig):

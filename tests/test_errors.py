@@ -13,7 +13,7 @@ from test_model import EVERYTHING_ON
 
 import minigemma
 from minigemma import CheckpointError, ConfigError, InputError
-from minigemma.checkpoint import Checkpoint, write_safetensors
+from minigemma.weights.checkpoint import Checkpoint, write_safetensors
 
 
 @pytest.fixture(scope="module")

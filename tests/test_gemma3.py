@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
 
 import minigemma
-from minigemma.config import load_config
-from minigemma.norm import norm_weight, rms_norm
+from minigemma.text.config import load_config
+from minigemma.text.norm import norm_weight, rms_norm
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -49,7 +49,7 @@ def test_forward_matches_reference_on_drawn_gemma3_configs(kwargs, layout, data)
 def test_every_traced_name_matches_the_reference_hooks_on_gemma3(kwargs, layout, data):
     """`trace` on Gemma 3: the same names the reference's hooks capture on `Gemma3ForCausalLM` /
     `Gemma3ForConditionalGeneration` (no PLE, MoE or v-norm, so none of their names), equal at 1e-4."""
-    from weights_tools import reference_trace
+    from minigemma.verify import reference as reference_trace
 
     if layout == "conditional":
         kwargs = dict(kwargs, use_bidirectional_attention=False)

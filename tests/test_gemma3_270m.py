@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import minigemma
-from minigemma.checkpoint import Checkpoint
+from minigemma.weights.checkpoint import Checkpoint
 from weights_tools.gguf_import import convert, open_gguf
 
 TOL = dict(rtol=1e-4, atol=1e-4)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from test_cache import EVERYTHING_ON
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
-from minigemma.generation import generate_ids
-from minigemma.sampling import Sampling
+from minigemma.generate.loop import generate_ids
+from minigemma.generate.sampling import Sampling
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 GREEDY = Sampling(temperature=0.0)

@@ -11,12 +11,13 @@ from tokenizer_fixtures import write_sentencepiece_tokenizer
 
 import minigemma
 from minigemma.cli import main
-from minigemma.compare import compare_traces
+from minigemma.verify.compare import compare_traces
 from minigemma.model import default_model_path
-from minigemma.tokenizer import load_tokenizer
-from minigemma.trace import config_hash
-from minigemma.trace_file import Trace, load_trace
-from weights_tools import golden_traces, reference_trace
+from minigemma.generate.tokenizer import load_tokenizer
+from minigemma.verify.trace import config_hash
+from minigemma.verify.trace_file import Trace, load_trace
+from minigemma.verify import reference as reference_trace
+from weights_tools import golden_traces
 from weights_tools.random_checkpoint import PRESETS, write_random_checkpoint
 
 SHIPPED = os.path.join(os.path.dirname(minigemma.__file__), "data", "golden_traces")

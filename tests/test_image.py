@@ -11,7 +11,7 @@ from PIL import Image
 from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
 
 from minigemma import InputError
-from minigemma.image import SUPPORTED_SOFT_TOKENS, preprocess
+from minigemma.vision.image import SUPPORTED_SOFT_TOKENS, preprocess
 
 PIXEL_TOL = 1e-6
 
@@ -129,7 +129,7 @@ def test_prompt_expansion_matches_the_processor():
 
     from transformers.models.gemma4.processing_gemma4 import Gemma4Processor
 
-    from minigemma.multimodal import expand_image_marks
+    from minigemma.text.multimodal import expand_image_marks
 
     marks = dict(image="<|image|>", boi="<|image>", eoi="<image|>")
     stand_in = SimpleNamespace(boi_token=marks["boi"], image_token=marks["image"], eoi_token=marks["eoi"])

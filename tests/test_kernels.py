@@ -14,16 +14,16 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from minigemma import ConfigError
-from minigemma.attention import attend_positions
-from minigemma.bf16 import bf16_linear
-from minigemma.checkpoint import bf16_to_f32, f32_to_bf16
+from minigemma.text.attention import attend_positions
+from minigemma.weights.bf16 import bf16_linear
+from minigemma.weights.checkpoint import bf16_to_f32, f32_to_bf16
 from minigemma.kernels import ENV_VAR, NUMPY, backend, kernels_enabled
 from minigemma.kernels import attention as fused_attention
 from minigemma.kernels import linear as fused_linear
 from minigemma.kernels import threads
 from minigemma.kernels import moe as fused_moe
-from minigemma.moe import ExpertWeights, experts
-from minigemma.ops import ACTIVATIONS
+from minigemma.text.moe import ExpertWeights, experts
+from minigemma.text.ops import ACTIVATIONS
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

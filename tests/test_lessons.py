@@ -25,7 +25,7 @@ import pytest
 from lesson_reader import code, markdown, reference_names, reimplementations
 from PIL import Image
 
-from minigemma.lessons_cli import LESSON_FILE, find_lessons, lessons_dir
+from minigemma.cli.lessons import LESSON_FILE, find_lessons, lessons_dir
 
 LESSONS = find_lessons()
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def test_no_lesson_reimplements_a_minigemma_function(path):
     [
         ("def rms_norm(x, w, eps):\n    return x\n", "defines 'rms_norm'"),
         ("softmax = lambda x: x\n", "defines 'softmax'"),
-        # the body of minigemma.rope.inverse_frequencies, every name changed
+        # the body of minigemma.text.rope.inverse_frequencies, every name changed
         (
             "import numpy as np\n"
             "def freqs(p, d):\n"
@@ -242,10 +242,10 @@ def test_no_lesson_reimplements_a_minigemma_function(path):
             "    return f / np.float32(p.factor)\n",
             "has the body of 'inverse_frequencies'",
         ),
-        # minigemma.ops.soft_cap, renamed: too short to compare as a body, caught as a formula
-        ("import numpy as np\ndef squash(v, c):\n    return np.float32(c) * np.tanh(v / np.float32(c))\n", "is minigemma's minigemma.ops"),
-        # minigemma.moe.route's first line, inline, names changed
-        ("import numpy as np\nz = rms_norm(a, None, e) * r.scale * np.float32(a.shape[-1] ** -0.5)\n", "is minigemma's minigemma.moe"),
+        # minigemma.text.ops.soft_cap, renamed: too short to compare as a body, caught as a formula
+        ("import numpy as np\ndef squash(v, c):\n    return np.float32(c) * np.tanh(v / np.float32(c))\n", "is minigemma's minigemma.text.ops"),
+        # minigemma.text.moe.route's first line, inline, names changed
+        ("import numpy as np\nz = rms_norm(a, None, e) * r.scale * np.float32(a.shape[-1] ** -0.5)\n", "is minigemma's minigemma.text.moe"),
     ],
 )
 def test_the_reimplementation_check_catches_copies(source, caught):

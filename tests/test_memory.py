@@ -15,10 +15,10 @@ from test_model import EVERYTHING_ON
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig
 
 import minigemma
-from minigemma.checkpoint import StoredMatrix
-from minigemma.cli import memory_bytes
-from minigemma.config import config_from_dict
-from minigemma.text import text_forward
+from minigemma.weights.checkpoint import StoredMatrix
+from minigemma.cli.info import memory_bytes
+from minigemma.text.config import config_from_dict
+from minigemma.text.model import text_forward
 from weights_tools import random_checkpoint
 from weights_tools.random_checkpoint import PRESETS, expected_tensors, write_random_checkpoint
 

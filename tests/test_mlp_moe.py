@@ -8,10 +8,10 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextExperts, Gemma4TextMLP, Gemma4TextRouter
 
-from minigemma.checkpoint import ArrayCheckpoint
-from minigemma.mlp import load_mlp, mlp
-from minigemma.moe import experts, load_moe, route
-from minigemma.ops import gelu_tanh
+from minigemma.weights.checkpoint import ArrayCheckpoint
+from minigemma.text.mlp import load_mlp, mlp
+from minigemma.text.moe import experts, load_moe, route
+from minigemma.text.ops import gelu_tanh
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -62,7 +62,7 @@ def test_router_and_experts_match_reference(kwargs, tokens, seed):
 def test_experts_skip_unrouted_experts_and_weight_each_slot():
     """Dispatch by expert: an expert no token chose contributes nothing (its weights may be NaN),
     and a token's output is the weighted sum of its chosen experts' outputs."""
-    from minigemma.moe import ExpertWeights, expert_ffn
+    from minigemma.text.moe import ExpertWeights, expert_ffn
 
     rng = np.random.default_rng(0)
     n_exp, hidden, inter = 4, 6, 5

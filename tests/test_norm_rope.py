@@ -8,8 +8,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from transformers.models.gemma4.modeling_gemma4 import Gemma4RMSNorm, Gemma4TextRotaryEmbedding, apply_rotary_pos_emb
 
-from minigemma.norm import rms_norm
-from minigemma.rope import apply_rope, inverse_frequencies, rope_tables
+from minigemma.text.norm import rms_norm
+from minigemma.text.rope import apply_rope, inverse_frequencies, rope_tables
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -57,7 +57,7 @@ def test_dual_rope_tables_match_reference(kwargs, positions, seed):
 def test_proportional_rope_rotates_only_its_fraction():
     """Global layers: with partial_rotary_factor 1/4 only the first quarter of the pairs turn;
     the rest pass through unrotated, carrying pure content."""
-    from minigemma.config import RopeParams
+    from minigemma.text.config import RopeParams
 
     inv = inverse_frequencies(RopeParams("proportional", 1e6, 0.25), head_dim=32)
     assert (inv[:4] > 0).all() and (inv[4:] == 0).all()

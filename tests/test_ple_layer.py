@@ -11,9 +11,9 @@ from test_attention import reference_masks
 from transformers.cache_utils import KVSharingDict
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextDecoderLayer, Gemma4TextModel, Gemma4TextRotaryEmbedding
 
-from minigemma.layer import ForwardContext, decoder_layer, load_layer
-from minigemma.ple import load_ple, per_layer_inputs, token_identity
-from minigemma.text import rope_for_positions
+from minigemma.text.layer import ForwardContext, decoder_layer, load_layer
+from minigemma.text.ple import load_ple, per_layer_inputs, token_identity
+from minigemma.text.model import rope_for_positions
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from minigemma import InputError
-from minigemma.generation import stop_token_ids
-from minigemma.ops import softmax
-from minigemma.sampling import Sampling, check_sampling, filtered_logits, resolve, sample
+from minigemma.generate.loop import stop_token_ids
+from minigemma.text.ops import softmax
+from minigemma.generate.sampling import Sampling, check_sampling, filtered_logits, resolve, sample
 
 SAMPLINGS = st.builds(
     Sampling,

@@ -17,8 +17,8 @@ import pytest
 import sentencepiece as spm
 
 import minigemma
-from minigemma.checkpoint import Checkpoint
-from minigemma.config import GLOBAL, SLIDING
+from minigemma.weights.checkpoint import Checkpoint
+from minigemma.text.config import GLOBAL, SLIDING
 from minigemma.model import default_model_path
 from weights_tools import tiny_corpus, tiny_eval, train_tiny
 

@@ -15,7 +15,7 @@ from tokenizer_fixtures import GEMMA4_NAMED_TOKENS, SPECIAL_TOKENS, write_bpe_to
 from transformers import AutoTokenizer
 
 from minigemma import ConfigError, InputError
-from minigemma.tokenizer import SentencePieceBackend, TextStream, TokenizersBackend, load_tokenizer
+from minigemma.generate.tokenizer import SentencePieceBackend, TextStream, TokenizersBackend, load_tokenizer
 
 WRITERS = {"tokenizer.json": write_bpe_tokenizer, "tokenizer.model": write_sentencepiece_tokenizer}
 BACKENDS = {"tokenizer.json": TokenizersBackend, "tokenizer.model": SentencePieceBackend}

@@ -15,8 +15,8 @@ from test_vision_model import BUDGET, drawn_images, token_types
 from vision_reference import image_prompt, reference_multimodal_model, token_ids, vision_config_kwargs
 
 import minigemma
-from minigemma.image import preprocess
-from minigemma.trace import (
+from minigemma.vision.image import preprocess
+from minigemma.verify.trace import (
     AUDIO_AFTER_LAYERS,
     AUDIO_BEFORE_LAYERS,
     AUDIO_LAYER_STEPS,
@@ -30,7 +30,7 @@ from minigemma.trace import (
     forward_order,
     order_key,
 )
-from weights_tools import reference_trace
+from minigemma.verify import reference as reference_trace
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # every name is a value of a whole forward pass
 DOC = Path(__file__).resolve().parents[1] / "docs" / "verify.md"

@@ -12,9 +12,9 @@ import pytest
 
 import minigemma
 from minigemma.cli import main
-from minigemma.trace import config_hash
-from minigemma.trace_file import load_trace, save_trace
-from minigemma.tokenizer import load_tokenizer
+from minigemma.verify.trace import config_hash
+from minigemma.verify.trace_file import load_trace, save_trace
+from minigemma.generate.tokenizer import load_tokenizer
 from tokenizer_fixtures import write_sentencepiece_tokenizer
 from weights_tools.random_checkpoint import main as random_checkpoint
 

@@ -21,10 +21,10 @@ from transformers.models.gemma4.modeling_gemma4 import (
 from vision_reference import make_vision_config, patch_grids, reference_multimodal_model, vision_config_kwargs
 
 from minigemma import ConfigError
-from minigemma.clipped_linear import clipped_linear, load_clipped_linear
-from minigemma.vision import embed_patches, encode_images, load_vision_tower, pool
-from minigemma.vision_config import vision_config_from_dict
-from minigemma.vision_encoder import (
+from minigemma.vision.clipped_linear import clipped_linear, load_clipped_linear
+from minigemma.vision.tower import embed_patches, encode_images, load_vision_tower, pool
+from minigemma.vision.config import vision_config_from_dict
+from minigemma.vision.encoder import (
     apply_axial_rope,
     axial_rope_tables,
     load_vision_layer,
@@ -82,7 +82,7 @@ def test_patch_embedder_matches_reference(kwargs, data):
     with torch.no_grad():
         expected = to_np(ref(torch.from_numpy(pixels), torch.from_numpy(positions), padding))
     ckpt = as_checkpoint(ref, "t.patch_embedder.")
-    from minigemma.vision import VisionWeights
+    from minigemma.vision.tower import VisionWeights
 
     w = VisionWeights(ckpt.f32("t.patch_embedder.input_proj.weight"), ckpt.f32("t.patch_embedder.position_embedding_table"),
                       (), None, None, None)

@@ -17,8 +17,8 @@ from tokenizer_fixtures import write_bpe_tokenizer
 from vision_reference import make_text_config, randomize
 
 import minigemma
-from minigemma.tokenizer import load_tokenizer
-from minigemma.vision_prompt import prompt_with_images
+from minigemma.generate.tokenizer import load_tokenizer
+from minigemma.generate.media_prompt import prompt_with_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET, NEW_TOKENS = 70, 12
@@ -62,7 +62,7 @@ def saved(tmp_path_factory):
 
 def reference_greedy(ref, model, ids, paths):
     """The reference's greedy new ids and step logits for our prompt ids and the processor's images."""
-    from minigemma.image import preprocess
+    from minigemma.vision.image import preprocess
 
     inputs = preprocess(paths, BUDGET, VISION["patch_size"], VISION["pooling_kernel_size"])
     types = (ids == model.config.tokens["image_token_id"]).astype(np.int64)  # as the processor marks them
@@ -147,8 +147,8 @@ def test_chat_turns_with_images_match_reference_generate(saved):
     history's images expanded again, the cache reused) equals the reference processor's prompt for
     the conversation rendered by the reference tokenizer's template, followed by the reference's
     greedy reply to it."""
-    from minigemma.chat import Conversation
-    from minigemma.sampling import Sampling
+    from minigemma.generate.chat import Conversation
+    from minigemma.generate.sampling import Sampling
 
     ref, model, paths = saved
     processor = reference_processor(model)
@@ -179,8 +179,8 @@ def test_chat_turns_with_images_match_reference_generate(saved):
 
 def test_cli_chat_with_an_image(saved):
     """`chat --image` shows the image in the first turn: the replies are the API's."""
-    from minigemma.chat import ANSWER, Conversation
-    from minigemma.sampling import Sampling
+    from minigemma.generate.chat import ANSWER, Conversation
+    from minigemma.generate.sampling import Sampling
 
     _, model, paths = saved
     chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS, max_soft_tokens=BUDGET)

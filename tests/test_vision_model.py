@@ -13,7 +13,7 @@ from vision_reference import image_prompt, reference_multimodal_model, token_ids
 
 import minigemma
 from minigemma import InputError
-from minigemma.image import grid_positions, preprocess
+from minigemma.vision.image import grid_positions, preprocess
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 BUDGET = 70
@@ -198,8 +198,8 @@ def test_image_block_mask_matches_reference(window, runs, seed):
     from transformers import Gemma4TextConfig
     from transformers.models.gemma4.modeling_gemma4 import create_masks_for_vision_model, get_block_sequence_ids_for_mask
 
-    from minigemma.attention import attention_mask
-    from minigemma.multimodal import image_blocks, same_block
+    from minigemma.text.attention import attention_mask
+    from minigemma.text.multimodal import image_blocks, same_block
 
     rng = np.random.default_rng(seed)
     image = 50

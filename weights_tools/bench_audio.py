@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from minigemma.audio import audio_forward, load_audio
-from minigemma.audio_config import audio_config_from_dict
-from minigemma.audio_features import FeatureConfig, extract_features
+from minigemma.audio.tower import audio_forward, load_audio
+from minigemma.audio.config import audio_config_from_dict
+from minigemma.audio.features import FeatureConfig, extract_features
 from weights_tools.random_checkpoint import RandomWeights
 
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 import minigemma
-from minigemma.cache import GlobalKV, SlidingKV
-from minigemma.generation import generate_ids
-from minigemma.sampling import Sampling
+from minigemma.generate.cache import GlobalKV, SlidingKV
+from minigemma.generate.loop import generate_ids
+from minigemma.generate.sampling import Sampling
 from weights_tools.random_checkpoint import PRESETS, write_random_checkpoint
 
 

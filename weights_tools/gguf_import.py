@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from minigemma.checkpoint import write_safetensors
+from minigemma.weights.checkpoint import write_safetensors
 from minigemma.errors import CheckpointError, ConfigError, MinigemmaError
-from minigemma.layer_plan import DEFAULT_SLIDING_WINDOW_PATTERN, GLOBAL, SLIDING
+from minigemma.text.layer_plan import DEFAULT_SLIDING_WINDOW_PATTERN, GLOBAL, SLIDING
 
 from .gguf_tokenizer import write_json, write_tokenizer
 

@@ -20,14 +20,14 @@ import os
 import sys
 from dataclasses import dataclass
 
-from minigemma.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces
-from minigemma.config import load_config
+from minigemma.verify.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces
+from minigemma.text.config import load_config
 from minigemma.errors import InputError, MinigemmaError
 from minigemma.model import default_model_path, load
-from minigemma.trace import config_hash
-from minigemma.trace_file import Trace, save_trace, trace_metadata
-from minigemma.verify_cli import encode_prompt
-from weights_tools import reference_trace
+from minigemma.verify.trace import config_hash
+from minigemma.verify.trace_file import Trace, save_trace, trace_metadata
+from minigemma.cli.verify import encode_prompt
+from minigemma.verify import reference as reference_trace
 
 
 @dataclass(frozen=True)

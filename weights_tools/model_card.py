@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 import minigemma
-from minigemma.checkpoint import Checkpoint
+from minigemma.weights.checkpoint import Checkpoint
 from weights_tools import tiny_corpus, tiny_eval
 
 SAMPLE_PROMPTS = ("This module provides", "Exceptions are")
@@ -70,7 +70,7 @@ def plot_loss(log: dict, unigram_ce: float, held_out_ce: float, path: str) -> No
 def write_model_card(model_dir: str, work: str) -> dict:
     import sentencepiece as spm
 
-    from weights_tools.train_tiny import HELD_OUT_SAMPLE
+    from weights_tools.tiny_corpus import HELD_OUT_SAMPLE
 
     model = minigemma.load(model_dir)
     cfg = model.config.text

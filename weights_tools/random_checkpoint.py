@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
-from minigemma.checkpoint import TensorRef, write_safetensors
-from minigemma.config import config_from_dict
-from minigemma.text import load_text
+from minigemma.weights.checkpoint import TensorRef, write_safetensors
+from minigemma.text.config import config_from_dict
+from minigemma.text.model import load_text
 
 PRESETS = {
     # a model small enough to try every CLI command on in a second

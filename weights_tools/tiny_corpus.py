@@ -106,6 +106,8 @@ def write_splits(sources: str, train_path: str, held_out_path: str) -> tuple[int
     return len(train), len(held_out)
 
 
+HELD_OUT_SAMPLE = "heldout_sample.txt"  # the start of the held-out split, shipped beside the model for tests
+
 DOC_SEPARATOR = "\n\x1e\n"  # ASCII record separator: never occurs in the documentation
 
 

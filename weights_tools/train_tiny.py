@@ -301,7 +301,7 @@ def export(model, work: str, out: str, hp: dict) -> None:
                   f, indent=1)
 
 
-HELD_OUT_SAMPLE = "heldout_sample.txt"
+HELD_OUT_SAMPLE = tiny_corpus.HELD_OUT_SAMPLE  # the model card reads it from tiny_corpus too
 HELD_OUT_SAMPLE_CHARS = 16_000  # the start of the held-out split, shipped for the tests (~5k tokens)
 
 

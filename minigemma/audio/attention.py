@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio_config import AudioConfig
-from .checkpoint import TensorSource
-from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
-from .ops import linear, soft_cap, softmax
+from .config import AudioConfig
+from ..weights.checkpoint import TensorSource
+from ..vision.clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
+from ..text.ops import linear, soft_cap, softmax
 
 MIN_TIMESCALE, MAX_TIMESCALE = 1.0, 10_000.0  # sinusoid wavelengths of the relative positions
 Q_SCALE_LOG_BASE = math.log(2)  # softplus(0): the per-dim scale's value at initialisation

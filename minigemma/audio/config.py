@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config_reader import FieldReader, is_int
-from .errors import ConfigError
-from .ops import ACTIVATIONS
+from ..weights.config_reader import FieldReader, is_int
+from ..errors import ConfigError
+from ..text.ops import ACTIVATIONS
 
 # Defaults of `Gemma4AudioConfig` (transformers 5.23.0).
 AUDIO_DEFAULTS: dict[str, Any] = {

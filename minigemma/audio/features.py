@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config_reader import FieldReader
-from .errors import ConfigError, InputError
+from ..weights.config_reader import FieldReader
+from ..errors import ConfigError, InputError
 
 PROCESSOR_FILE = "processor_config.json"  # transformers 5: every processor's settings in one file
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the older per-extractor file

@@ -20,10 +20,10 @@ import os
 
 import numpy as np
 
-from .audio import AudioTower, audio_soft_tokens
-from .audio_features import extract_features
-from .audio_subsample import subsampled_mask
-from .errors import ConfigError, InputError
+from .tower import AudioTower, audio_soft_tokens
+from .features import extract_features
+from .subsample import subsampled_mask
+from ..errors import ConfigError, InputError
 from .wav import WavClip, read_clip, resample
 
 TOKEN_NAMES = ("boa_token", "audio_token", "eoa_token")  # tokenizer_config.json: begin, placeholder, end

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio_config import AudioConfig
-from .checkpoint import TensorSource
-from .errors import InputError
-from .ops import linear, relu
+from .config import AudioConfig
+from ..weights.checkpoint import TensorSource
+from ..errors import InputError
+from ..text.ops import linear, relu
 
 KERNEL, STRIDE, PADDING = 3, 2, 1  # of both subsampling convs, fixed by the architecture
 NUM_CONVS = 2  # frames and frequencies shrink by STRIDE ** NUM_CONVS = 4

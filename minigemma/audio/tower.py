@@ -34,22 +34,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio_attention import (
+from .attention import (
     AudioAttentionWeights,
     audio_attention,
     block_mask,
     load_audio_attention,
     relative_position_embeddings,
 )
-from .audio_config import AudioConfig, audio_config_from_dict
-from .audio_features import FeatureConfig, load_feature_config
-from .audio_subsample import SubsampleWeights, load_subsample, subsample
-from .checkpoint import TensorSource
-from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
-from .errors import ConfigError, InputError
-from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
-from .norm import rms_norm
-from .ops import ACTIVATIONS, linear, no_tap
+from .config import AudioConfig, audio_config_from_dict
+from .features import FeatureConfig, load_feature_config
+from .subsample import SubsampleWeights, load_subsample, subsample
+from ..weights.checkpoint import TensorSource
+from ..vision.clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
+from ..errors import ConfigError, InputError
+from ..text.multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
+from ..text.norm import rms_norm
+from ..text.ops import ACTIVATIONS, linear, no_tap
 
 DEFAULT_NORM_EPS = 1e-6  # `Gemma4RMSNorm`'s default eps, which the layer and feed-forward norms keep
 FFW_EXPANSION = 4  # feed-forward width / hidden size

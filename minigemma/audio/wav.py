@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 ZERO_CROSSINGS = 6  # sinc lobes kept on each side of an output sample
 ROLLOFF = 0.99  # low-pass cutoff as a fraction of the lower of the two Nyquist frequencies

@@ -20,9 +20,9 @@ import argparse
 import sys
 import time
 
-from .errors import InputError
-from .image import DEFAULT_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS
-from .sampling import check_sampling, load_generation_config, resolve
+from ..errors import InputError
+from ..vision.image import DEFAULT_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS
+from ..generate.sampling import check_sampling, load_generation_config, resolve
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DIM, RESET = "\x1b[2m", "\x1b[0m"  # faint text for the thinking channel on a terminal
@@ -50,7 +50,7 @@ def check_flags(args) -> None:
 
 
 def load_with_progress(path, kernels=None):
-    from .model import load
+    from ..model import load
 
     start = time.perf_counter()
     model = load(path, kernels=kernels)
@@ -71,7 +71,7 @@ def report(prompt_tokens: int, prefill_s: float, new_tokens: int, decode_s: floa
 
 
 def add_generate(sub) -> None:
-    from .cli import add_model_flag
+    from .common import add_model_flag
 
     p = sub.add_parser("generate", help="continue a prompt, streaming the text",
                        description="Continue a prompt with the model, printing the new text as it comes.")
@@ -93,7 +93,7 @@ def add_image_flags(p, help="an image for the prompt (repeatable), placed at eac
 
 def image_file(path: str):
     """Decode an --image now, before the model loads; an unreadable file is a one-line error."""
-    from .image import load_image
+    from ..vision.image import load_image
 
     try:
         return load_image(path)
@@ -103,7 +103,7 @@ def image_file(path: str):
 
 def audio_file(path: str):
     """Read an --audio WAV now, before the model loads; an unreadable file is a one-line error."""
-    from .wav import read_clip
+    from ..audio.wav import read_clip
 
     try:
         return read_clip(path)
@@ -115,7 +115,7 @@ def prompt_inputs(model, text: str, args):
     """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
     placeholders and soft tokens here."""
     if args.images or args.audio:
-        from .media_prompt import prompt_with_media
+        from ..generate.media_prompt import prompt_with_media
 
         ids, _, soft = prompt_with_media(model, text, args.images, args.max_soft_tokens, args.audio)
         return ids, soft
@@ -123,7 +123,7 @@ def prompt_inputs(model, text: str, args):
 
 
 def run_generate(args) -> int:
-    from .generation import check_prompt_fits, generate_ids, stop_token_ids, text_pieces
+    from ..generate.loop import check_prompt_fits, generate_ids, stop_token_ids, text_pieces
 
     check_flags(args)
     text = args.prompt if args.prompt is not None else sys.stdin.read()
@@ -153,7 +153,7 @@ def run_generate(args) -> int:
 
 
 def add_chat(sub) -> None:
-    from .cli import add_model_flag
+    from .common import add_model_flag
 
     p = sub.add_parser("chat", help="talk with a chat model, one turn per line of stdin",
                        description="Multi-turn chat through the checkpoint's chat template. Each line of stdin "
@@ -180,7 +180,7 @@ def user_content(text: str, args):
 
 
 def run_chat(args) -> int:
-    from .chat import THOUGHT, Conversation
+    from ..generate.chat import THOUGHT, Conversation
 
     check_flags(args)
     model = load_with_progress(args.model, args.kernels)

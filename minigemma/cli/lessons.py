@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 LESSON_FILE = re.compile(r"(\d+)_\w+\.py")
 TITLE = re.compile(r"^# # Lesson \d+: (.+)$")
@@ -39,7 +39,7 @@ class Lesson:
 
 def lessons_dir() -> Path:
     """`minigemma/lessons` when installed, `lessons/` beside the package in a source tree."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # minigemma/, above cli/
     for candidate in (package / "lessons", package.parent / "lessons"):
         if any(LESSON_FILE.fullmatch(p.name) for p in candidate.glob("*.py")):
             return candidate
@@ -108,7 +108,7 @@ def run_lesson(lesson: Lesson, out: str) -> tuple[int, float]:
     print(f"=== lesson {lesson.number}: {lesson.title} ({lesson.path.name})", flush=True)
     env = dict(os.environ)
     env[OUT_ENV] = str(Path(out).resolve())
-    root = str(Path(__file__).resolve().parent.parent)  # so the lesson imports this very minigemma
+    root = str(Path(__file__).resolve().parent.parent.parent)  # so the lesson imports this very minigemma
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     status = subprocess.run([sys.executable, str(lesson.path)], env=env).returncode

@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 
-from .cli_generate import add_image_flags, audio_file
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
-from .errors import InputError
+from .generate import add_image_flags, audio_file
+from ..verify.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
+from ..errors import InputError
 
 EXIT_DIVERGED = 1
 
@@ -28,7 +28,7 @@ def add_names_flag(p) -> None:
 
 
 def add_trace(sub) -> None:
-    from .cli import add_model_flag
+    from .common import add_model_flag
 
     p = sub.add_parser(
         "trace",
@@ -56,14 +56,14 @@ def add_trace(sub) -> None:
 
 
 def run_trace(args) -> int:
-    from .config import load_config
-    from .model import check_token_ids, default_model_path, load
-    from .trace_file import save_trace
+    from ..text.config import load_config
+    from ..model import check_token_ids, default_model_path, load
+    from ..verify.trace_file import save_trace
 
     path = args.model if args.model is not None else default_model_path()
     model, media = None, {}
     if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
-        from .media_prompt import processor_inputs
+        from ..generate.media_prompt import processor_inputs
 
         if args.prompt is None:
             raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
@@ -84,22 +84,22 @@ def run_trace(args) -> int:
 
 
 def trace_minigemma(model, ids, names, prompt, media):
-    from . import __version__
-    from .trace import config_hash
-    from .trace_file import trace_metadata
+    from ..version import __version__
+    from ..verify.trace import config_hash
+    from ..verify.trace_file import trace_metadata
 
     acts = model.trace(ids, names, **media)
     return acts, trace_metadata(config_hash(model.config), ids, f"minigemma {__version__}", prompt)
 
 
 def trace_reference(path: str, ids, names, prompt, media):
-    from .config import load_config
-    from .multimodal import token_types
-    from .trace import config_hash
-    from .trace_file import trace_metadata
+    from ..text.config import load_config
+    from ..text.multimodal import token_types
+    from ..verify.trace import config_hash
+    from ..verify.trace_file import trace_metadata
 
     try:
-        from weights_tools import reference_trace
+        from ..verify import reference as reference_trace
     except ImportError as e:
         raise InputError(f"--reference: needs torch and transformers, the test extra: pip install 'minigemma[test]' ({e})") from None
     config = load_config(path)
@@ -119,7 +119,7 @@ def parse_ids(text: str) -> list[int]:
 
 def encode_prompt(path: str, prompt: str) -> list[int]:
     """Text -> ids with the checkpoint's own tokenizer, <bos> in front as `generate` does."""
-    from .tokenizer import load_tokenizer
+    from ..generate.tokenizer import load_tokenizer
 
     return load_tokenizer(path).encode(prompt, add_special_tokens=True)
 
@@ -141,7 +141,7 @@ def add_compare(sub) -> None:
 
 
 def run_compare(args) -> int:
-    from .trace_file import load_trace
+    from ..verify.trace_file import load_trace
 
     for flag, value in (("--atol", args.atol), ("--rtol", args.rtol)):
         if not value >= 0:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import TextConfig
-from .errors import ConfigError
+from ..text.config import TextConfig
+from ..errors import ConfigError
 
 
 def _empty(rows: int, kv_heads: int, head_dim: int) -> np.ndarray:

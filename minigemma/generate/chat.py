@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chat_media import ChatMedia
-from .generation import check_prompt_fits, generate_ids, prefill, stop_token_ids
-from .image import DEFAULT_SOFT_TOKENS
+from .loop import check_prompt_fits, generate_ids, prefill, stop_token_ids
+from ..vision.image import DEFAULT_SOFT_TOKENS
 from .sampling import Sampling
 from .tokenizer import TextStream
 

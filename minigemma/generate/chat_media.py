@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio_prompt import audio_tokens, encode_clips, expand_audio_markers
-from .errors import InputError
-from .image import DEFAULT_SOFT_TOKENS
-from .multimodal import expand_image_marks
-from .vision_prompt import image_marks, preprocess_for
+from ..audio.prompt import audio_tokens, encode_clips, expand_audio_markers
+from ..errors import InputError
+from ..vision.image import DEFAULT_SOFT_TOKENS
+from ..text.multimodal import expand_image_marks
+from ..vision.prompt import image_marks, preprocess_for
 
 KINDS = ("image", "audio")  # the order in which marks are expanded; each kind has its own placeholder
 

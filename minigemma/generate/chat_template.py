@@ -22,7 +22,7 @@ import json
 from datetime import datetime
 from functools import lru_cache
 
-from .errors import InputError
+from ..errors import InputError
 
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # names a message's reasoning comes under
 

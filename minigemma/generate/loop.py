@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .media_prompt import prompt_with_media
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
 from .tokenizer import TextStream, has_tokenizer
@@ -66,21 +66,6 @@ def generate_ids(
         if token in stop_ids or step == max_new_tokens - 1 or cache.length >= context:
             return
         logits = model.extend(np.array([token]), cache)[-1]
-
-
-def prompt_ids(model, prompt) -> tuple[np.ndarray, bool]:
-    """(ids, as_text): a str gets <bos> in front; a list of messages goes through the chat
-    template; anything else is taken as token ids (and new ids are returned as ids)."""
-    if isinstance(prompt, str):
-        return np.array(model.tokenizer.encode(prompt, add_special_tokens=True), dtype=np.int64), True
-    if isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
-        return np.array(model.tokenizer.encode_chat(list(prompt)), dtype=np.int64), True
-    from .model import check_token_ids
-
-    ids = check_token_ids(prompt, model.config.text.vocab_size, name="prompt")
-    if ids.ndim != 1:
-        raise InputError(f"prompt: expected one sequence of token ids (seq,), found shape {ids.shape}")
-    return ids, False
 
 
 def check_prompt_fits(model, n: int) -> None:

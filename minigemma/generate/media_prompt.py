@@ -7,7 +7,7 @@
       -> token ids, and the soft tokens of both towers to merge at their placeholders
 
 A str prompt takes its clips from `audio`; chat messages carry theirs in their content's
-{"type": "audio", "path": ...} items. Without audio this is `vision_prompt.prompt_with_images`
+{"type": "audio", "path": ...} items. Without audio this is `prompt_with_images`
 (or, without images either, the plain prompt).
 """
 
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio_prompt import audio_tokens, clip_features, expand_audio_markers
+from ..audio.prompt import audio_tokens, clip_features, expand_audio_markers
 from .chat_media import ChatMedia
-from .errors import InputError
-from .image import DEFAULT_SOFT_TOKENS
-from .multimodal import expand_image_marks
-from .vision_prompt import image_marks, preprocess_for, prompt_with_images
-
-
-def is_messages(prompt) -> bool:
-    return isinstance(prompt, list | tuple) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
+from ..errors import InputError
+from ..vision.image import DEFAULT_SOFT_TOKENS
+from ..text.multimodal import expand_image_marks
+from ..vision.prompt import image_marks, preprocess_for
+from .prompt import is_messages, prompt_ids
 
 
 def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=None) -> tuple[np.ndarray, bool, list]:
@@ -48,8 +45,6 @@ def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=No
         counts = []
     if not counts:  # no audio: images only, or a plain prompt
         if images is None:
-            from .generation import prompt_ids
-
             return *prompt_ids(model, prompt), []
         return prompt_with_images(model, prompt, images, max_soft_tokens)
     if images is not None:
@@ -77,3 +72,19 @@ def processor_inputs(model, text: str, images=None, max_soft_tokens: int = DEFAU
         text = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first=True)
         media.update(input_features=features, input_features_mask=mask)
     return np.array(model.tokenizer.encode(text, add_special_tokens=True), dtype=np.int64), media
+
+
+def prompt_with_images(model, prompt, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
+    """(token ids, as_text, soft tokens) of a prompt and its images; `soft` as `Model.embed` takes it."""
+    inputs = preprocess_for(model, images, max_soft_tokens)
+    counts = inputs.num_soft_tokens_per_image
+    if isinstance(prompt, str):
+        text = expand_image_marks(prompt, counts, **image_marks(model.tokenizer))
+        ids, as_text = model.tokenizer.encode(text, add_special_tokens=True), True
+    elif isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
+        text = expand_image_marks(model.tokenizer.render_chat(list(prompt)), counts, **image_marks(model.tokenizer))
+        ids, as_text = model.tokenizer.encode(text), True
+    else:  # token ids: the placeholders are the caller's
+        ids, as_text = prompt_ids(model, prompt)
+    soft = model.encode_media(inputs.pixel_values, inputs.image_position_ids)
+    return np.asarray(ids, dtype=np.int64), as_text, soft

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config_reader import read_json_object
-from .errors import InputError
-from .ops import softmax
+from ..weights.config_reader import read_json_object
+from ..errors import InputError
+from ..text.ops import softmax
 
 GENERATION_CONFIG = "generation_config.json"
 

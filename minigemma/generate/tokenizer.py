@@ -22,8 +22,8 @@ import os
 import re
 
 from .chat_template import render_chat
-from .config_reader import read_json_object
-from .errors import ConfigError, InputError
+from ..weights.config_reader import read_json_object
+from ..errors import ConfigError, InputError
 
 SENTENCEPIECE_FILE = "tokenizer.model"
 TOKENIZERS_FILE = "tokenizer.json"

@@ -2,9 +2,9 @@
 
 | NumPy twin (the one to read)                       | kernel (the one to run)            |
 | -------------------------------------------------- | ---------------------------------- |
-| `attention.attend` + `attention.attention_mask`    | `kernels/attention.py`             |
-| `moe.experts`                                      | `kernels/moe.py`                   |
-| `x @ W.T`; `bf16.bf16_linear` (widen, then BLAS)   | `kernels/linear.py` (GEMV on bf16, small f32) |
+| `text/attention.attend` + `attention_mask`         | `kernels/attention.py`             |
+| `text/moe.experts`                                 | `kernels/moe.py`                   |
+| `x @ W.T`; `weights/bf16.bf16_linear` (widen, BLAS)| `kernels/linear.py` (GEMV on bf16, small f32) |
 
 The switch, in this order:
 
@@ -20,38 +20,19 @@ only faster. Importing minigemma imports no Numba: the kernels modules are impor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from ..attention import attend_positions
-from ..moe import experts
 from ..errors import ConfigError
+from ..text.backend import NUMPY, Backend
+
+__all__ = ["Backend", "NUMPY", "backend", "kernels_enabled", "ENV_VAR"]
 
 ENV_VAR = "MINIGEMMA_KERNELS"
 # Numba's OpenMP threads wait for work sleeping, not spinning, unless the user says otherwise: on
 # a busy 2-core machine spinning threads steal the core the working thread needs, and parallel
 # GEMVs measured 3x slower than serial ones (see threads.py); idle, sleeping costs ~10 us a call.
 OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
-# What the kernels let LLVM do: reassociate sums (so dot products vectorise) and fuse multiply-adds.
-# No assumption that values are finite: masked attention scores are -inf on purpose.
-FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class Backend:
-    """The implementations a forward pass calls for its hot loops."""
-
-    name: str
-    attend: Callable  # (q, k, v, q_pos, k_pos, window, causal, both_ways) -> (q_len, heads, head_dim)
-    experts: Callable  # `moe.experts`' contract
-    # (x, W (out, in) as stored: float32 or bf16 bits) -> x @ W.T, which keeps weights as stored
-    # (`checkpoint.StoredMatrix`); None: plain float32 arrays and `x @ W.T`, bf16 widened at
-    # load, the faster choice when nothing reads bf16 directly (see bf16.py)
-    linear: Callable | None
-
-
-NUMPY = Backend("numpy", attend_positions, experts, None)
 
 
 def kernels_enabled(flag: bool | None = None) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..attention import attend_positions
+from ..text.attention import attend_positions
 from .threads import pick, serial_and_parallel
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)

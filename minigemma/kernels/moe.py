@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..ops import GELU_TANH_CUBIC, SQRT_2_OVER_PI, gelu_tanh, relu, silu
+from ..text.ops import GELU_TANH_CUBIC, SQRT_2_OVER_PI, gelu_tanh, relu, silu
 from .threads import pick, serial_and_parallel
 
 GELU_TANH, SILU, RELU = 0, 1, 2

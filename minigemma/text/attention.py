@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
 from .norm import norm_weight, rms_norm
 from .ops import linear, softmax

@@ -26,8 +26,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config_reader import FieldReader, read_json_object
-from .errors import ConfigError
+from ..weights.config_reader import FieldReader, read_json_object
+from ..errors import ConfigError
 from .gemma3 import GEMMA3_MULTIMODAL, GEMMA3_TEXT, gemma3_multimodal_tokens, gemma3_text_as_gemma4
 from .layer_plan import GLOBAL, SLIDING, attention_shapes, kv_sharing, layer_types, rope_params
 

@@ -29,8 +29,8 @@ and, with no switch because they only change *numbers* the Gemma 4 code already 
 
 from __future__ import annotations
 
-from .config_reader import FieldReader
-from .errors import ConfigError
+from ..weights.config_reader import FieldReader
+from ..errors import ConfigError
 from .layer_plan import DEFAULT_SLIDING_WINDOW_PATTERN, GLOBAL, SLIDING, layer_types
 
 GEMMA3_TEXT = "gemma3_text"

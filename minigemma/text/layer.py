@@ -27,9 +27,9 @@ from .attention import (
     project_keys_values,
     project_queries,
 )
-from .checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint
 from .config import LayerSpec, TextConfig
-from .kernels import NUMPY, Backend
+from .backend import NUMPY, Backend
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
 from .multimodal import same_block

@@ -18,8 +18,8 @@ exactly as `Gemma4TextConfig.__post_init__` and `.kv_sharing_modes` derive it in
 
 from __future__ import annotations
 
-from .config_reader import is_int, is_number
-from .errors import ConfigError
+from ..weights.config_reader import is_int, is_number
+from ..errors import ConfigError
 
 SLIDING = "sliding_attention"
 GLOBAL = "full_attention"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint
 from .ops import linear, no_tap
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from ..errors import InputError
+from ..weights.checkpoint import Checkpoint
 from .config import TextConfig
-from .kernels import NUMPY, Backend
+from .backend import NUMPY, Backend
 from .layer import ForwardContext, LayerWeights, decoder_layer, load_layer
 from .norm import norm_weight, rms_norm
 from .ops import linear, soft_cap
@@ -117,3 +118,22 @@ def text_forward(
         logits = soft_cap(logits, cfg.final_logit_softcapping)
     ctx.tap("logits", logits)
     return logits
+
+
+def check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> np.ndarray:
+    """Validate token ids: integers, 1-D or 2-D, non-empty, each in [0, vocab_size)."""
+    try:
+        arr = np.asarray(input_ids)
+    except ValueError as e:  # ragged nested lists
+        raise InputError(f"{name}: expected a rectangular array of token ids ({e})") from None
+    if arr.size == 0:
+        raise InputError(f"{name}: empty input, expected at least one token id")
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"{name}: expected integer token ids, found dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise InputError(f"{name}: expected shape (seq,) or (batch, seq), found {arr.shape}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise InputError(f"{name}: token id {bad} outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int64)

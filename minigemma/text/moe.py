@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint
 from .norm import rms_norm
 from .ops import linear, no_tap, softmax
 

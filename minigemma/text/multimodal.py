@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import TensorSource
-from .errors import InputError
+from ..weights.checkpoint import TensorSource
+from ..errors import InputError
 from .norm import rms_norm
 from .ops import linear
 

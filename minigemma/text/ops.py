@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 GELU_TANH_CUBIC = np.float32(0.044715)

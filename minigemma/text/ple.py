@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint, to_f32
+from ..weights.checkpoint import Checkpoint, to_f32
 from .norm import rms_norm
 from .ops import linear, no_tap
 

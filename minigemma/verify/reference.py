@@ -1,7 +1,6 @@
 """minigemma's named activations, captured from the PyTorch reference with forward hooks.
 
-    python -m weights_tools.reference_trace --model DIR --ids 2,15,7 --out ref.safetensors [--names PATTERN]
-    minigemma trace --reference --model DIR --ids 2,15,7 --out ref.safetensors       (the same)
+    minigemma trace --reference --model DIR --ids 2,15,7 --out ref.safetensors
 
 Needs the test extra (torch, transformers 5.23.0). The reference is Hugging Face `transformers`'
 Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), or Gemma 3 for a Gemma 3
@@ -13,9 +12,7 @@ the mapping; docs/verify.md shows it as a table beside the shapes.
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import sys
 
 import numpy as np
 import torch
@@ -24,11 +21,11 @@ from transformers import Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemm
 from transformers.models.gemma3.modeling_gemma3 import Gemma3DecoderLayer, Gemma3TextModel
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextModel
 
-from minigemma.config import config_from_dict, load_config
-from minigemma.errors import InputError
-from minigemma.audio_subsample import subsampled_mask
-from minigemma.trace import Recorder
-from minigemma.vision import PAD_POSITION
+from ..text.config import config_from_dict, load_config
+from ..errors import InputError
+from ..audio.subsample import subsampled_mask
+from .trace import Recorder
+from ..vision.tower import PAD_POSITION
 
 REFERENCE_CLASSES = {
     "gemma4_text": Gemma4ForCausalLM,
@@ -277,23 +274,3 @@ def source() -> str:
 def model_config(model):
     """minigemma's resolved config of a reference model, for the trace's config hash."""
     return config_from_dict(model.config.to_dict())
-
-
-def main(argv=None) -> int:
-    from minigemma.cli import main as cli_main
-
-    p = argparse.ArgumentParser(description="Trace the reference: minigemma's names, captured with forward hooks.")
-    p.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the embedded model)")
-    p.add_argument("--ids", required=True, help="comma-separated token ids, e.g. 2,15,7")
-    p.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .npz")
-    p.add_argument("--names", action="append", metavar="PATTERN", help="glob pattern selecting names (repeatable)")
-    args = p.parse_args(argv)
-    forwarded = ["trace", "--reference", "--ids", args.ids, "--out", args.out]
-    forwarded += ["--model", args.model] if args.model else []
-    for pattern in args.names or []:
-        forwarded += ["--names", pattern]
-    return cli_main(forwarded)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Named activations: the value after every step of the forward pass, under a stable name
-(mirrors forward hooks on the reference; the reference side is `weights_tools/reference_trace.py`).
+(mirrors forward hooks on the reference; the reference side is `verify/reference.py`).
 
 Someone porting Gemma 4 to C++, Rust, MLX or JAX needs more than final logits to find a bug:
 they need every intermediate value, named the same way in their port, in minigemma and in the
@@ -25,7 +25,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 TEXT_BEFORE_LAYERS = ("embed", "ple.identity", "ple.context", "ple.inputs")
 # One decoder layer, in execution order; a layer has the subset its config switches on

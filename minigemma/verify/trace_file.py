@@ -23,8 +23,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
-from .checkpoint import SafetensorsFile, to_f32
-from .errors import CheckpointError, InputError
+from ..weights.checkpoint import SafetensorsFile, to_f32
+from ..errors import CheckpointError, InputError
 from .trace import forward_order
 
 FORMAT = "minigemma-trace/1"
@@ -45,7 +45,7 @@ class Trace:
 
 
 def trace_metadata(config_sha256: str, token_ids, source: str, prompt: str | None = None) -> dict:
-    from . import __version__
+    from ..version import __version__
 
     meta = {
         "format": FORMAT,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import TensorSource
-from .ops import linear
+from ..weights.checkpoint import TensorSource
+from ..text.ops import linear
 
 BOUNDS = ("input_min", "input_max", "output_min", "output_max")
 

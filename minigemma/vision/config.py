@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config_reader import FieldReader
-from .errors import ConfigError
-from .ops import ACTIVATIONS
+from ..weights.config_reader import FieldReader
+from ..errors import ConfigError
+from ..text.ops import ACTIVATIONS
 
 AXIAL_ROPE = "axial"  # the only RoPE the vision encoder has: x and y rotate separate halves
 

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attention import attend
-from .checkpoint import TensorSource
+from ..text.attention import attend
+from ..weights.checkpoint import TensorSource
 from .clipped_linear import ClippedLinearWeights, clipped_linear, load_clipped_linear
-from .config import RopeParams
-from .norm import rms_norm
-from .ops import activation, no_tap
-from .rope import apply_rope, inverse_frequencies, rope_tables
-from .vision_config import VisionConfig
+from ..text.config import RopeParams
+from ..text.norm import rms_norm
+from ..text.ops import activation, no_tap
+from ..text.rope import apply_rope, inverse_frequencies, rope_tables
+from .config import VisionConfig
 
 QUERY_CHUNK = 1024  # queries per attention step: bounds the (heads, chunk, patches) score block
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 SUPPORTED_SOFT_TOKENS = (70, 140, 280, 560, 1120)
 DEFAULT_SOFT_TOKENS = 280

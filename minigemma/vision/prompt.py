@@ -13,11 +13,9 @@ mark for each `{"type": "image"}` item), or token ids that already hold the expa
 
 from __future__ import annotations
 
-import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .image import DEFAULT_SOFT_TOKENS, preprocess
-from .multimodal import expand_image_marks
 
 MARKS = {"image": "image_token", "boi": "boi_token", "eoi": "eoi_token"}  # tokenizer_config.json names
 
@@ -29,24 +27,6 @@ def image_marks(tokenizer) -> dict[str, str]:
     if missing:
         raise InputError(f"{tokenizer.path}: the tokenizer names no {', '.join(missing)}, so images cannot be placed in a prompt")
     return named
-
-
-def prompt_with_images(model, prompt, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
-    """(token ids, as_text, soft tokens) of a prompt and its images; `soft` as `Model.embed` takes it."""
-    inputs = preprocess_for(model, images, max_soft_tokens)
-    counts = inputs.num_soft_tokens_per_image
-    if isinstance(prompt, str):
-        text = expand_image_marks(prompt, counts, **image_marks(model.tokenizer))
-        ids, as_text = model.tokenizer.encode(text, add_special_tokens=True), True
-    elif isinstance(prompt, list | tuple) and prompt and all(isinstance(m, dict) for m in prompt):
-        text = expand_image_marks(model.tokenizer.render_chat(list(prompt)), counts, **image_marks(model.tokenizer))
-        ids, as_text = model.tokenizer.encode(text), True
-    else:  # token ids: the placeholders are the caller's
-        from .generation import prompt_ids
-
-        ids, as_text = prompt_ids(model, prompt)
-    soft = model.encode_media(inputs.pixel_values, inputs.image_position_ids)
-    return np.asarray(ids, dtype=np.int64), as_text, soft
 
 
 def preprocess_for(model, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import TensorSource
-from .errors import InputError
+from ..weights.checkpoint import TensorSource
+from ..errors import InputError
 from .image import grid_positions
-from .multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
-from .ops import linear, no_tap
-from .vision_config import VisionConfig, vision_config_from_dict
-from .vision_encoder import VisionLayerWeights, load_vision_layer, vision_encoder
+from ..text.multimodal import EmbedderWeights, embed_soft_tokens, load_embedder
+from ..text.ops import linear, no_tap
+from .config import VisionConfig, vision_config_from_dict
+from .encoder import VisionLayerWeights, load_vision_layer, vision_encoder
 
 PAD_POSITION = -1  # grid position (x, y) = (-1, -1) marks a padding patch
 PIXEL_CENTER = 0.5  # pixels in [0, 1] are centred and doubled into [-1, 1]

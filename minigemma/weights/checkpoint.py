@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 HEADER_SIZE_BYTES = 8
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit

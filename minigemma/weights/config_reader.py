@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def read_json_object(file: str) -> dict:

@@ -1,0 +1,117 @@
+"""`minigemma info`: what a checkpoint contains, and what it costs in memory."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from .common import add_model_flag
+
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint", description="Describe a checkpoint: architecture, sizes, memory.")
+    add_model_flag(p)
+    p.set_defaults(run=run_info)
+
+
+def run_info(args) -> int:
+    from ..model import load
+
+    model = load(args.model, kernels=args.kernels)
+    for line in describe(model):
+        print(line)
+    return 0
+
+
+def describe(model) -> list[str]:
+    t = model.config.text
+    pattern = "".join("G" if s.layer_type == "full_attention" else "S" for s in t.layers)
+    kv = "".join({None: ".", "store": "P", "reuse": "R"}[s.kv_sharing] for s in t.layers)
+    lines = [
+        f"model:       {model.path}",
+        f"type:        {model.config.model_type}",
+        f"layers:      {t.num_hidden_layers}  [{pattern}]  (S sliding window {t.sliding_window}, G global)",
+        f"kv sharing:  [{kv}]  (P stores keys/values, R reuses them)",
+        f"hidden:      {t.hidden_size}, vocab {t.vocab_size}, MLP {t.intermediate_size}"
+        + (" (double-wide on shared layers)" if t.use_double_wide_mlp and t.num_kv_shared_layers else ""),
+    ]
+    for layer_type in sorted(set(t.layer_types)):
+        spec = next(s for s in t.layers if s.layer_type == layer_type)
+        r = t.rope[layer_type]
+        lines.append(
+            f"{'sliding' if spec.is_sliding else 'global'} attn: {t.num_attention_heads} heads x {spec.head_dim}, "
+            f"{spec.num_kv_heads} KV heads; RoPE {r.rope_type} theta {r.theta:g}"
+            + (f", rotary fraction {r.partial_rotary_factor:g}" if r.rope_type == "proportional" else "")
+        )
+    if t.has_ple:
+        lines.append(f"PLE:         {t.hidden_size_per_layer_input} per layer, table {t.vocab_size_per_layer_input} rows")
+    if t.enable_moe_block:
+        lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
+    if t.final_logit_softcapping:
+        lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
+    if model.audio is not None:
+        lines.append(describe_audio(model.audio))
+    resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
+    lines.append(
+        f"memory:      {resident / 2**20:.1f} MiB resident (arrays in memory), {mapped / 2**20:.1f} MiB memory-mapped "
+        f"(weights kept as stored in the file, read as used); process RSS now {rss_bytes() / 2**20:.1f} MiB"
+    )
+    lines.append(f"backend:     {model.backend.name} (--kernels / --no-kernels, or MINIGEMMA_KERNELS=1 / 0)")
+    return lines
+
+
+def rss_bytes() -> int:
+    """This process's resident set now: the arrays in memory plus the mapped pages read so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not Linux: the peak instead
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def describe_audio(tower) -> str:
+    from ..audio.subsample import NUM_CONVS, STRIDE
+
+    a, f = tower.config, tower.features
+    return (
+        f"audio:       conformer {a.num_hidden_layers} layers x {a.hidden_size}, {a.num_attention_heads} heads, chunks of "
+        f"{a.attention_chunk_size} (+{a.max_past_horizon} left, +{a.attention_context_right} right)"
+        + (", clipped linears" if a.use_clipped_linears else "")
+        + f"; {f.feature_size} mel bins, {STRIDE**NUM_CONVS * f.hop_length_ms:g} ms per soft token"
+    )
+
+
+def memory_bytes(weights) -> tuple[int, int]:
+    """Bytes of arrays we own (resident) vs arrays that are views of a mapped file."""
+    seen, resident, mapped = set(), 0, 0
+    stack = [weights]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, np.ndarray):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if _is_mapped(obj):
+                mapped += obj.nbytes
+            else:
+                resident += obj.nbytes
+        elif isinstance(obj, tuple | list):
+            stack.extend(obj)
+        elif hasattr(obj, "__dataclass_fields__"):
+            stack.extend(getattr(obj, f) for f in obj.__dataclass_fields__)
+    return resident, mapped
+
+
+def _is_mapped(a: np.ndarray) -> bool:
+    import mmap
+
+    base = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)

@@ -1,0 +1,16 @@
+"""The vision tower of Gemma 4 (a SigLIP-style encoder), from image file to soft tokens.
+
+Read in the order an image goes through it:
+
+    image.py           preprocessing: aspect-ratio resize to a soft-token budget, patches, positions
+    config.py          vision_config
+    tower.py           patch embedder with the 2-D position table, the encoder, k x k pooling,
+                       standardize, and the embedder into the text model's width
+    encoder.py         encoder layers with axial 2-D RoPE
+    clipped_linear.py  linears with clamped inputs and outputs (the audio tower uses them too)
+    prompt.py          the image marks of the tokenizer, and preprocessing for a loaded model
+"""
+
+from .image import preprocess
+
+__all__ = ["preprocess"]
