@@ -158,13 +158,15 @@ class Model:
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def new_cache(self) -> KVCache:
-        """An empty KV cache for one sequence (ring buffers for sliding layers)."""
-        return new_cache(self.config.text)
+    def new_cache(self, lookback: int = 0) -> KVCache:
+        """An empty KV cache for one sequence (ring buffers for sliding layers, keeping `lookback`
+        positions more than the window needs, for a drafter)."""
+        return new_cache(self.config.text, lookback)
 
-    def extend(self, input_ids, cache: KVCache, soft=()) -> np.ndarray:
+    def extend(self, input_ids, cache: KVCache, soft=(), tap=None) -> np.ndarray:
         """Feed token ids (seq,) that continue the sequence held by `cache`: a prefill (or a chunk of
-        one) or a decode step. Returns their logits (seq, vocab) and advances the cache."""
+        one) or a decode step. Returns their logits (seq, vocab) and advances the cache. `tap`:
+        named steps, as for `trace` (speculative decoding reads `final_norm` there)."""
         cfg = self.config.text
         ids = check_token_ids(input_ids, cfg.vocab_size)
         if ids.ndim != 1:
@@ -178,7 +180,8 @@ class Model:
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
         blocks = self.blocks(ids, cache.length)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks, backend=self.backend)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, tap=tap, blocks=blocks,
+                              backend=self.backend)
         cache.length = end
         return logits
 

@@ -19,7 +19,12 @@ Gemma 4 makes this cache small in three ways, one per kind of layer:
 
 A query at position q of a sliding layer sees keys q - window + 1 .. q. So a chunk of c new tokens
 needs the previous window - 1 keys plus its own c, and after the chunk only the last window - 1
-positions can still be seen by a future query: that is all the ring keeps.
+positions can still be seen by a future query: that is all the ring keeps (plus `lookback` more
+when a drafter reads further back: `assistant/decoder.py`).
+
+Speculative decoding feeds drafted tokens the target may then reject: `KVCache.rollback(n)` takes
+the last n positions back, as if they had never been fed. A global cache just shortens; a ring
+buffer remembers what its last update overwrote and puts it back.
 """
 
 from __future__ import annotations
@@ -37,14 +42,15 @@ def _empty(rows: int, kv_heads: int, head_dim: int) -> np.ndarray:
 
 
 class SlidingKV:
-    """Ring buffer of the last `window - 1` keys/values of one sliding layer."""
+    """Ring buffer of the last `window - 1 + lookback` keys/values of one sliding layer."""
 
-    def __init__(self, window: int, kv_heads: int, head_dim: int):
-        self.capacity = window - 1  # what a future query can still see
+    def __init__(self, window: int, kv_heads: int, head_dim: int, lookback: int = 0):
+        self.capacity = window - 1 + lookback  # what a future query (or a drafter) can still see
         self.keys = _empty(self.capacity, kv_heads, head_dim)  # (capacity, kv_heads, head_dim)
         self.values = _empty(self.capacity, kv_heads, head_dim)
         self.positions = np.zeros(self.capacity, np.int64)  # absolute position of each slot
         self.written = 0  # tokens ever written; the next one goes to slot written % capacity
+        self.undo = None  # the last update: its tokens, and what their slots held before
 
     def update(self, k: np.ndarray, v: np.ndarray, positions: np.ndarray):
         """Keys/values of c new tokens (c, kv_heads, head_dim) -> what this step attends to:
@@ -54,11 +60,33 @@ class SlidingKV:
         v_all = np.concatenate([self.values[:held], v])
         pos_all = np.concatenate([self.positions[:held], positions])
         keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
+        slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity if keep else np.zeros(0, np.int64)
+        before = (self.keys[slots].copy(), self.values[slots].copy(), self.positions[slots].copy())
+        self.undo = (k, v, positions, slots, before, self.written)
         if keep:
-            slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity
             self.keys[slots], self.values[slots], self.positions[slots] = k[-keep:], v[-keep:], positions[-keep:]
         self.written += len(k)
         return k_all, v_all, pos_all
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n tokens written, all of them from the last `update`: put back what its
+        slots held, then write again the tokens that stay."""
+        k, v, positions, slots, before, written = self._last_update(n)
+        self.keys[slots], self.values[slots], self.positions[slots] = before
+        self.written = written
+        self.update(k[: len(k) - n], v[: len(k) - n], positions[: len(k) - n])
+
+    def _last_update(self, n: int):
+        if self.undo is None or n > len(self.undo[0]):
+            last = 0 if self.undo is None else len(self.undo[0])
+            raise ValueError(f"rollback: {n} tokens asked, only the last update's {last} can be taken back")
+        return self.undo
+
+    def held(self):
+        """What the ring holds now: keys, values (length, kv_heads, head_dim), positions (length,),
+        in slot order (masks read positions, never the order)."""
+        n = self.length
+        return self.keys[:n], self.values[:n], self.positions[:n]
 
     @property
     def length(self) -> int:
@@ -71,6 +99,7 @@ class SlidingKV:
     def restore(self, saved) -> None:
         keys, values, positions, self.written = saved
         self.keys[:], self.values[:], self.positions[:] = keys, values, positions
+        self.undo = None
 
     @property
     def nbytes(self) -> int:
@@ -102,6 +131,13 @@ class GlobalKV:
 
     def restore(self, length: int) -> None:
         self.length = length  # forget the tail; later appends overwrite it
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n positions (later appends overwrite them)."""
+        self.length -= n
+
+    def held(self):
+        return self.keys[: self.length], self.values[: self.length], self.positions[: self.length]
 
     def _grow(self, capacity: int) -> None:
         def grown(a):
@@ -142,10 +178,22 @@ class KVCache:
             if c is not None:
                 c.restore(state)
 
+    def rollback(self, n: int) -> None:
+        """Forget the last n positions fed, all from the last `extend` (drafts the target rejected):
+        afterwards the cache is what it would be had they never been fed."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"rollback: expected 0..{self.length} positions, found {n}")
+        if n:
+            for c in self.layers:
+                if c is not None:
+                    c.rollback(n)
+            self.length -= n
 
-def new_cache(cfg: TextConfig) -> KVCache:
+
+def new_cache(cfg: TextConfig, lookback: int = 0) -> KVCache:
     """An empty cache for a model. Only causal models decode token by token: with bidirectional
-    attention every token would also depend on the ones after it."""
+    attention every token would also depend on the ones after it. `lookback`: positions the
+    sliding rings keep beyond the window's own, for a drafter that reads further back."""
     if not cfg.is_causal:
         raise ConfigError(
             f"use_bidirectional_attention: expected a causal model (null or 'vision') to generate with, "
@@ -156,7 +204,7 @@ def new_cache(cfg: TextConfig) -> KVCache:
         if spec.reuses_kv:
             layers.append(None)
         elif spec.is_sliding:
-            layers.append(SlidingKV(cfg.attention_window, spec.num_kv_heads, spec.head_dim))
+            layers.append(SlidingKV(cfg.attention_window, spec.num_kv_heads, spec.head_dim, lookback))
         else:
             layers.append(GlobalKV(spec.num_kv_heads, spec.head_dim))
     return KVCache(layers)
