@@ -195,7 +195,7 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
@@ -203,15 +203,18 @@ class Model:
         `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
         prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens.
         `audio`: clips (WAV paths or 1-D sample arrays), one per `<|audio|>` mark of the prompt
-        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items."""
+        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items.
+        `assistant`: an MTP drafter (its checkpoint directory, or a loaded `Assistant`) for speculative
+        decoding: the same tokens when greedy, the same distribution when sampling, faster when its
+        drafts are accepted; `draft_tokens`: drafts per round (default: its num_assistant_tokens)."""
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                   audio)
+                                   audio, assistant, draft_tokens)
 
     def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                 audio)
+                                 audio, assistant, draft_tokens)
 
     def __repr__(self) -> str:
         t = self.config.text

@@ -6,6 +6,8 @@ the tokens/s line go to stderr.
     minigemma generate "Transcribe this." --model DIR --audio clip.wav
     minigemma chat --model DIR [--system TEXT] [--think] [--image photo.jpg] [--audio clip.wav]
                                                   one user turn per line of stdin
+    minigemma generate "Once upon a time" --model DIR --assistant ASSISTANT_DIR [--draft-tokens 4]
+                                                  speculative decoding with an MTP assistant (chat too)
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
@@ -17,6 +19,7 @@ one-line error, not a wasted load); `prompt_inputs` puts both into a generate pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -39,6 +42,37 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="make sampling repeat exactly")
 
 
+def add_assistant_flags(p) -> None:
+    p.add_argument("--assistant", metavar="DIR",
+                   help="an MTP assistant checkpoint (e.g. gemma-4-E2B-it-assistant): speculative decoding, "
+                   "the same text when greedy, the same distribution when sampling")
+    p.add_argument("--draft-tokens", type=int, metavar="N",
+                   help="tokens the assistant drafts per round (default: its generation_config.json's num_assistant_tokens)")
+
+
+def load_assistant_for(args, model):
+    """The --assistant checkpoint, loaded with the target's backend and checked against it; or None."""
+    if args.assistant is None:
+        return None
+    from ..generate.speculative import resolve_assistant
+
+    start = time.perf_counter()
+    assistant = resolve_assistant(model, args.assistant)
+    print(f"minigemma: loaded assistant {assistant.path} ({assistant.config.text.num_hidden_layers} layers) "
+          f"in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    return assistant
+
+
+def report_speculation(stats, new_tokens: int, decode_s: float) -> None:
+    """The stderr line of a speculative run: acceptance rate, tokens per target pass, tokens/s."""
+    rounds = len(stats.accepted_per_round)
+    per_pass = (stats.accepted + rounds) / rounds if rounds else 1.0
+    rate = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
+    print(f"minigemma: assistant: {stats.accepted} of {stats.drafted} drafts accepted "
+          f"({100 * stats.acceptance_rate:.0f}%), {per_pass:.2f} tokens per target pass, {rate:.1f} tokens/s",
+          file=sys.stderr)
+
+
 def sampling_for(args, model):
     """The flags, with unset ones from the checkpoint's generation_config.json."""
     return resolve(args.temperature, args.top_k, args.top_p, args.seed, load_generation_config(model.path))
@@ -47,6 +81,10 @@ def sampling_for(args, model):
 def check_flags(args) -> None:
     check_sampling(args.temperature, args.top_k, args.top_p, args.seed, args.max_new_tokens,
                    spell=lambda name: "--" + name.replace("_", "-"))
+    if getattr(args, "draft_tokens", None) is not None and args.draft_tokens < 1:
+        raise InputError(f"--draft-tokens: expected an integer >= 1, found {args.draft_tokens}")
+    if getattr(args, "assistant", None) is not None and not os.path.isdir(os.path.join(args.assistant, ".")):
+        raise InputError(f"--assistant: {args.assistant}: not a directory (expected an assistant checkpoint directory)")
 
 
 def load_with_progress(path, kernels=None):
@@ -82,6 +120,7 @@ def add_generate(sub) -> None:
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip to hear (repeatable); placed at the prompt's <|audio|> markers in order, "
                    "or before the prompt when it has none")
+    add_assistant_flags(p)
     p.set_defaults(run=run_generate)
 
 
@@ -123,11 +162,13 @@ def prompt_inputs(model, text: str, args):
 
 
 def run_generate(args) -> int:
-    from ..generate.loop import check_prompt_fits, generate_ids, stop_token_ids, text_pieces
+    from ..generate.loop import check_prompt_fits, new_ids, stop_token_ids, text_pieces
+    from ..generate.speculative import SpeculationStats
 
     check_flags(args)
     text = args.prompt if args.prompt is not None else sys.stdin.read()
     model = load_with_progress(args.model, args.kernels)
+    assistant, speculation = load_assistant_for(args, model), SpeculationStats()
     ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
     stops = stop_token_ids(model)
@@ -140,12 +181,15 @@ def run_generate(args) -> int:
             yield token
 
     start = time.perf_counter()
-    new = generate_ids(model, ids, sampling_for(args, model), args.max_new_tokens, stops, soft=soft)
+    new = new_ids(model, ids, sampling_for(args, model), args.max_new_tokens, stops, soft=soft, assistant=assistant,
+                  draft_tokens=args.draft_tokens, stats=speculation)
     for piece in text_pieces(model.tokenizer, timed(new), stops):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     report(len(ids), times[0] - start, len(tokens), times[-1] - times[0])
+    if assistant is not None:
+        report_speculation(speculation, len(tokens), times[-1] - times[0])
     return 0
 
 
@@ -166,6 +210,7 @@ def add_chat(sub) -> None:
     add_image_flags(p, "an image the first turn is about (repeatable)")
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip the first turn is about (repeatable)")
+    add_assistant_flags(p)
     p.set_defaults(run=run_chat)
 
 
@@ -184,7 +229,8 @@ def run_chat(args) -> int:
 
     check_flags(args)
     model = load_with_progress(args.model, args.kernels)
-    chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens)
+    chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens,
+                        load_assistant_for(args, model), args.draft_tokens)
     interactive = sys.stdin.isatty()
     dim = sys.stdout.isatty()
     while True:
@@ -209,4 +255,6 @@ def run_chat(args) -> int:
         sys.stdout.flush()
         s = chat.last
         report(s.prompt_tokens, s.prefill_seconds, s.new_tokens, s.decode_seconds)
+        if chat.assistant is not None:
+            report_speculation(chat.speculation, s.new_tokens, s.decode_seconds)
         print(f"minigemma: {s.prompt_tokens - s.prefilled} of the prompt's tokens came from the cache", file=sys.stderr)

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chat_media import ChatMedia
-from .loop import check_prompt_fits, generate_ids, prefill, stop_token_ids
+from .loop import check_prompt_fits, new_ids, prefill, stop_token_ids
 from ..vision.image import DEFAULT_SOFT_TOKENS
 from .sampling import Sampling
+from .speculative import SpeculationStats, lookback_for, resolve_assistant
 from .tokenizer import TextStream
 
 THOUGHT, ANSWER = "thought", "answer"
@@ -80,8 +81,12 @@ class Conversation:
     """History, template switches and one KV cache, turn after turn."""
 
     def __init__(self, model, sampling: Sampling, max_new_tokens: int, system: str | None = None, thinking: bool = False,
-                 max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
+                 max_soft_tokens: int = DEFAULT_SOFT_TOKENS, assistant=None, draft_tokens: int | None = None):
         self.model = model
+        # speculative decoding: the drafter, and the extra positions it reads from the cache's rings
+        self.assistant = resolve_assistant(model, assistant) if assistant is not None else None
+        self.draft_tokens, self.speculation = draft_tokens, SpeculationStats()
+        self.lookback = lookback_for(model, self.assistant) if self.assistant is not None else 0
         self.tokenizer = model.tokenizer
         self.sampling, self.max_new_tokens = sampling, max_new_tokens
         self.template_switches = {"enable_thinking": True} if thinking else {}
@@ -110,7 +115,7 @@ class Conversation:
             cache.restore(self.saved)
             self.cached = self.saved_ids
         else:
-            cache, self.cached = self.model.new_cache(), []
+            cache, self.cached = self.model.new_cache(self.lookback), []
             self.saved, self.saved_ids = None, []  # a state of the old cache
         reused = len(self.cached)
         start = first = time.perf_counter()
@@ -120,7 +125,8 @@ class Conversation:
         todo = ids[len(self.cached) :]
         channels, answer, new = Channels(self.tokenizer), [], []
         soft = media.soft(ids, len(self.cached), len(ids))
-        for token in generate_ids(self.model, todo, self.sampling, self.max_new_tokens, self.stops, cache, soft, self.rng):
+        for token in new_ids(self.model, todo, self.sampling, self.max_new_tokens, self.stops, cache, soft, self.rng,
+                             self.assistant, self.draft_tokens, self.speculation):
             if not new:
                 first = time.perf_counter()
             new.append(token)

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 from .media_prompt import prompt_with_media
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
+from .speculative import resolve_assistant, speculative_ids
 from .tokenizer import TextStream, has_tokenizer
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
@@ -68,6 +69,14 @@ def generate_ids(
         logits = model.extend(np.array([token]), cache)[-1]
 
 
+def new_ids(model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozenset(), cache=None, soft=(), rng=None,
+            assistant=None, draft_tokens=None, stats=None) -> Iterator[int]:
+    """`generate_ids`, or speculative decoding (`speculative.speculative_ids`) with an assistant."""
+    if assistant is None:
+        return generate_ids(model, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng)
+    return speculative_ids(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, draft_tokens, stats)
+
+
 def check_prompt_fits(model, n: int) -> None:
     """A prompt of n tokens: at least one, and no more than the model's context."""
     context = model.config.text.max_position_embeddings
@@ -87,24 +96,29 @@ def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, image
 
 
 def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-             max_soft_tokens=None, audio=None):
-    """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
+             max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None):
+    """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids. With an
+    `assistant` (a directory or an `Assistant`): speculative decoding (`speculative.py`)."""
     ids, as_text, sampling, stops, soft = _setup(
         model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio
     )
-    new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
+    assistant = resolve_assistant(model, assistant) if assistant is not None else None
+    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
+    new = np.array(list(tokens), dtype=np.int64)
     if not as_text:
         return new
     return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
 
 
 def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-           max_soft_tokens=None, audio=None) -> Iterator[str]:
+           max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
     ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
                                            max_soft_tokens, audio)
-    return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
+    assistant = resolve_assistant(model, assistant) if assistant is not None else None
+    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
+    return text_pieces(model.tokenizer, tokens, stops)
 
 
 def text_pieces(tokenizer, tokens, stops) -> Iterator[str]:

@@ -30,6 +30,7 @@ layers), the drafter here reads the target's cache after the rollback: exactly t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -68,6 +69,16 @@ def lookback_for(model, assistant) -> int:
     need = sliding_lookback(assistant.config.text)
     producer = kv_producers(model.config.text).get("sliding_attention")
     return max(0, need - (model.config.text.attention_window - 1)) if producer is not None else 0
+
+
+def check_lookback(model, assistant, cache) -> None:
+    producer = kv_producers(model.config.text).get("sliding_attention")
+    need = sliding_lookback(assistant.config.text)
+    if producer is not None and cache.layers[producer.index].capacity < need:
+        raise ValueError(
+            f"cache: its sliding rings keep {cache.layers[producer.index].capacity} positions, the assistant reads "
+            f"{need}; make it with model.new_cache(lookback_for(model, assistant))"
+        )
 
 
 def extend_with_hidden(model, ids: np.ndarray, cache, soft=()) -> tuple[np.ndarray, np.ndarray]:
@@ -141,17 +152,21 @@ def speculative_ids(model, assistant, ids, sampling: Sampling, max_new_tokens: i
     """`loop.generate_ids` with an assistant: the same tokens for greedy decoding, the same
     distribution for sampling. A `cache` passed in must keep `lookback_for(model, assistant)`
     extra positions (`model.new_cache(lookback)`); afterwards it holds every token but the last
-    yielded, as `generate_ids` leaves it."""
+    yielded, as `generate_ids` leaves it. Arguments are checked now, not at the first token."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
         raise InputError("prompt: empty, expected at least one token")
     assistant.check_target(model.config.text)
     k_max = draft_tokens_for(assistant, draft_tokens)
     cache = model.new_cache(lookback_for(model, assistant)) if cache is None else cache
+    check_lookback(model, assistant, cache)
     rng = np.random.default_rng(sampling.seed) if rng is None else rng
     stats = SpeculationStats() if stats is None else stats
-    context = model.config.text.max_position_embeddings
+    return _rounds(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, k_max, stats)
 
+
+def _rounds(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, k_max, stats) -> Iterator[int]:
+    context = model.config.text.max_position_embeddings
     logits, h = extend_with_hidden(model, ids, cache, soft)
     token, hidden = sample(logits[-1], sampling, rng), h[-1]
     yield token
@@ -190,3 +205,17 @@ def speculative_ids(model, assistant, ids, sampling: Sampling, max_new_tokens: i
         produced += len(emitted)
         if stop:
             return
+
+
+def resolve_assistant(model, assistant):
+    """An `Assistant`, or a checkpoint directory to load one from (with the target's backend),
+    checked against the target."""
+    from ..assistant import Assistant, load_assistant
+
+    if isinstance(assistant, str | os.PathLike):
+        assistant = load_assistant(assistant, kernels=model.backend.name != "numpy")
+    elif not isinstance(assistant, Assistant):
+        raise InputError(f"assistant: expected a checkpoint directory or an Assistant, found {type(assistant).__name__}")
+    assistant.check_target(model.config.text)
+    return assistant
+
