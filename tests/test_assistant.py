@@ -169,3 +169,34 @@ def test_pairing_with_a_wrong_target_is_a_config_error():
         with pytest.raises(ConfigError, match=message):
             check_pairing(cfg.text, cfg.backbone_hidden_size, model.config.text)
     json.dumps(BASE)  # the base config itself is valid JSON, as a file would hold it
+
+
+@given(drafting_case())
+@settings(max_examples=4)
+def test_trace_names_match_the_reference_hooks(case):
+    """`trace_draft` names every step of a draft step; the reference's modules, hooked as
+    `verify/reference.py` hooks the target's, give the same values under the same names."""
+    from minigemma.generate.speculative import trace_draft
+    from minigemma.verify.reference import _has, _hook, _keeper, layer_points
+
+    tk, ak, ids, next_token, split, seed = case
+    target, ref = reference_text_model(tk, seed=seed), reference_assistant(ak, seed + 1)
+    ours = trace_draft(our_model(target), our_assistant(ref), ids, next_token)
+    raw = {}
+    handles = [_hook(ref.pre_projection, "output", _keeper(raw, "assistant.pre_projection")),
+               _hook(ref.model.norm, "output", _keeper(raw, "assistant.final_norm")),
+               _hook(ref.post_projection, "output", _keeper(raw, "assistant.post_projection"))]
+    for i, layer in enumerate(ref.model.layers):
+        handles += [_hook(layer.get_submodule(path), point, _keeper(raw, f"assistant.layers.{i}.{name}"))
+                    for name, path, point in layer_points(layer) if _has(layer, path)]
+    try:
+        logits, _ = reference_step(target, ref, ids, next_token)
+    finally:
+        for h in handles:
+            h.remove()
+    raw = {name: t[0].float().numpy() for name, t in raw.items()}
+    raw["assistant.logits"] = logits[None]
+    assert set(ours) == set(raw)
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, raw[name].reshape(value.shape), **TOL, err_msg=name)
+    assert list(ours)[0] == "assistant.pre_projection" and list(ours)[-1] == "assistant.logits"

@@ -219,3 +219,23 @@ def resolve_assistant(model, assistant):
     assistant.check_target(model.config.text)
     return assistant
 
+
+
+def trace_draft(model, assistant, ids, next_token: int | None = None, names=None) -> dict[str, np.ndarray]:
+    """The named steps of one draft step, for implementers of drafters: the target prefills `ids`,
+    then the assistant drafts after `next_token` (default: the target's greedy choice) at the
+    position after them. Names `assistant.pre_projection`, `assistant.layers.{i}.*` (as the
+    target's layers, less the keys/values they do not compute), `assistant.final_norm`,
+    `assistant.post_projection`, `assistant.logits` (docs/verify.md); `names`: glob patterns."""
+    from ..verify.trace import Recorder
+
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        raise InputError("input_ids: empty, expected at least one token")
+    assistant.check_target(model.config.text)
+    cache = model.new_cache(lookback_for(model, assistant))
+    logits, h = extend_with_hidden(model, ids, cache)
+    token = int(np.argmax(logits[-1])) if next_token is None else int(next_token)
+    recorder = Recorder(names)
+    draft(model, assistant, token, h[-1], cache, 1, lambda lg: (int(np.argmax(lg)), None), recorder)
+    return recorder.result()

@@ -47,6 +47,9 @@ VISION_AFTER_LAYERS = ("pooled", "out", "soft_tokens")
 AUDIO_BEFORE_LAYERS = ("subsample",)
 AUDIO_LAYER_STEPS = ("ffw1.out", "attn.in", "attn.out", "attn.post_norm", "conv.out", "ffw2.out", "out")
 AUDIO_AFTER_LAYERS = ("out", "soft_tokens")
+# An MTP assistant's draft step (`generate/speculative.trace_draft`): its layers name their steps as the target's do.
+ASSISTANT_BEFORE_LAYERS = ("pre_projection",)
+ASSISTANT_AFTER_LAYERS = ("final_norm", "post_projection", "logits")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ SECTIONS = (
     Section("vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
     Section("audio.", AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS, AUDIO_AFTER_LAYERS),
     Section("", TEXT_BEFORE_LAYERS, LAYER_STEPS, TEXT_AFTER_LAYERS),
+    Section("assistant.", ASSISTANT_BEFORE_LAYERS, LAYER_STEPS, ASSISTANT_AFTER_LAYERS),  # after the target's pass
 )
 LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
 
