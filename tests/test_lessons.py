@@ -59,7 +59,7 @@ def ids(lesson):
 
 def test_lessons_exist_in_order():
     numbers = [lesson.number for lesson in LESSONS]
-    assert numbers == list(range(1, 13))
+    assert numbers == list(range(1, 14))
 
 
 # ------------------------------------------------------------------------------ running them
