@@ -1,8 +1,7 @@
 # %% [markdown]
 # # Lesson 13: speculative decoding and the MTP assistant
 #
-# *A small drafter proposes the next few tokens; the model checks them all in one pass and keeps
-# the ones it agrees with: the same text, fewer passes.*
+# *A small drafter proposes the next few tokens; the model checks them all in one pass and keeps the ones it agrees with: the same text, fewer passes.*
 #
 # Reference: `Gemma4AssistantForCausalLM` (transformers `models/gemma4_assistant/modeling_gemma4_assistant.py`),
 # driven by `generation.candidate_generator.SinglePositionMultiTokenCandidateGenerator`.
@@ -89,12 +88,12 @@ for n, ms in pass_ms.items():
 
 # %%
 cache = model.new_cache(lookback_for(model, assistant))  # rings keep what the drafter's sliding layer reads
+plain = list(generate_ids(model, prompt, greedy, 6))
 logits, hidden = extend_with_hidden(model, prompt, cache)
-token = int(np.argmax(logits[-1]))
+token = plain[0]  # the target's own next token (the argmax of `logits[-1]`), not yet in the cache
 kv = target_kv(model, cache)
 print("the target's keys/values the drafter reads:", {t: k.shape for t, (k, v, pos) in kv.items()})
 drafts, _ = draft(model, assistant, token, hidden[-1], cache, 4, lambda lg: (int(np.argmax(lg)), None))
-plain = list(generate_ids(model, prompt, greedy, 6))
 print("prompt ends:       ", repr(model.tokenizer.decode(prompt[-12:])))
 print("target's next 5:   ", repr(model.tokenizer.decode(plain[:5])), plain[:5])
 print("token + 4 drafts:  ", repr(model.tokenizer.decode([token, *drafts])), [token, *drafts])
@@ -110,7 +109,8 @@ print("token + 4 drafts:  ", repr(model.tokenizer.decode([token, *drafts])), [to
 # layer shortens, a sliding layer's ring buffer restores the slots they overwrote).
 
 # %%
-verify, hidden = extend_with_hidden(model, np.array([token, *drafts]), cache)
+checked = np.array([token, *drafts])  # k + 1 positions in one pass
+verify, hidden = extend_with_hidden(model, checked, cache)
 kept = accept_greedy(drafts, verify)
 print(f"target's choices: {np.argmax(verify, axis=-1).tolist()}; drafts {drafts}")
 print(f"accepted {len(kept) - 1} of {len(drafts)} drafts; this round yields {kept}")
@@ -186,8 +186,8 @@ if have_reference():
     Gemma4TextConfig.kv_sharing_modes = property(
         lambda c: ["reuse"] * c.num_hidden_layers if c.num_kv_shared_layers == c.num_hidden_layers else original.fget(c))
     try:
-        ref_assistant = Gemma4AssistantForCausalLM.from_pretrained(assistant_dir, dtype=torch.float32,
-                                                                   attn_implementation="eager").eval()
+        ref_assistant = Gemma4AssistantForCausalLM.from_pretrained(assistant_dir, dtype=torch.float32)
+        ref_assistant.eval()
         target = reference_text_model()
         ids = torch.as_tensor(prompts[1])[None]
         with torch.no_grad():
