@@ -19,27 +19,35 @@ from hypothesis import strategies as st
 from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, GenerationConfig
 from transformers.generation.candidate_generator import SinglePositionMultiTokenCandidateGenerator
 from transformers.models.gemma4.configuration_gemma4 import Gemma4TextConfig
+from transformers.models.gemma4_unified.configuration_gemma4_unified import Gemma4UnifiedTextConfig
+from transformers import Gemma4UnifiedAssistantConfig, Gemma4UnifiedAssistantForCausalLM
 
 from gemma_reference import GLOBAL, SLIDING, as_checkpoint, randomize, text_config_kwargs
 from minigemma.assistant.config import assistant_config_from_dict
 from minigemma.assistant.model import Assistant, load_assistant_weights
 
-_ORIGINAL = Gemma4TextConfig.kv_sharing_modes
+TEXT_CONFIGS = (Gemma4TextConfig, Gemma4UnifiedTextConfig)  # the assistant's and the unified assistant's
+_ORIGINAL = {cls: cls.kv_sharing_modes for cls in TEXT_CONFIGS}
 
 
-def _all_reuse(self):
-    if self.num_kv_shared_layers and self.num_kv_shared_layers == self.num_hidden_layers:
-        return ["reuse"] * self.num_hidden_layers
-    return _ORIGINAL.fget(self)
+def _all_reuse(original):
+    def modes(self):
+        if self.num_kv_shared_layers and self.num_kv_shared_layers == self.num_hidden_layers:
+            return ["reuse"] * self.num_hidden_layers
+        return original.fget(self)
+
+    return property(modes)
 
 
 @contextlib.contextmanager
 def patched_kv_sharing():
-    Gemma4TextConfig.kv_sharing_modes = property(_all_reuse)
+    for cls in TEXT_CONFIGS:
+        cls.kv_sharing_modes = _all_reuse(_ORIGINAL[cls])
     try:
         yield
     finally:
-        Gemma4TextConfig.kv_sharing_modes = _ORIGINAL
+        for cls in TEXT_CONFIGS:
+            cls.kv_sharing_modes = _ORIGINAL[cls]
 
 
 @st.composite
@@ -91,15 +99,21 @@ def assistant_kwargs(draw, target: dict, ordered=None):
                 num_centroids=centroids, centroid_intermediate_top_k=draw(st.integers(1, centroids)))
 
 
-def reference_assistant(kwargs: dict, seed: int = 1, num_assistant_tokens: int = 3) -> Gemma4AssistantForCausalLM:
-    """A randomised reference assistant (build it inside `patched_kv_sharing`); `token_ordering`
-    a random permutation of the vocabulary."""
+def reference_assistant(kwargs: dict, seed: int = 1, num_assistant_tokens: int = 3, unified: bool = False):
+    """A randomised reference assistant (`Gemma4AssistantForCausalLM`, or with `unified` the 12B's
+    `Gemma4UnifiedAssistantForCausalLM` over a `gemma4_unified_text` config), built with
+    `kv_sharing_modes` patched; `token_ordering` a random permutation of the vocabulary."""
+    config_class, model_class = Gemma4AssistantConfig, Gemma4AssistantForCausalLM
+    if unified:
+        config_class, model_class = Gemma4UnifiedAssistantConfig, Gemma4UnifiedAssistantForCausalLM
+        text = {k: v for k, v in kwargs["text_config"].items() if k not in ("hidden_size_per_layer_input", "vocab_size_per_layer_input")}
+        kwargs = {**kwargs, "text_config": {**text, "model_type": "gemma4_unified_text"}}
     with patched_kv_sharing():
-        cfg = Gemma4AssistantConfig(**kwargs)
+        cfg = config_class(**kwargs)
         cfg._attn_implementation = "eager"
         cfg.text_config._attn_implementation = "eager"
         torch.manual_seed(seed)
-        model = randomize(Gemma4AssistantForCausalLM(cfg), seed).eval()
+        model = randomize(model_class(cfg), seed).eval()
     if model.masked_embedding is not None:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():

@@ -73,6 +73,23 @@ def test_draft_step_matches_reference(case):
 
 
 @given(drafting_case())
+@settings(max_examples=3)
+def test_unified_assistant_step_matches_its_reference(case):
+    """The 12B's drafter (`Gemma4UnifiedAssistantForCausalLM`, a `gemma4_unified_text` stack) is the
+    same model: one step agrees at 1e-4."""
+    tk, ak, ids, next_token, split, seed = case
+    target, ref = reference_text_model(tk, seed=seed), reference_assistant(ak, seed + 1, unified=True)
+    model, assistant = our_model(target), our_assistant(ref)
+    assert assistant.config.model_type == "gemma4_unified_assistant"
+    cache, hidden = our_prefill(model, assistant, ids, split)
+    logits, projected = assistant.step(model.embed(np.array([next_token]))[0][0], hidden, cache.length,
+                                       target_kv(model, cache))
+    ref_logits, ref_projected = reference_step(target, ref, ids, next_token)
+    np.testing.assert_allclose(projected, ref_projected, **TOL)
+    np.testing.assert_allclose(logits, ref_logits, **TOL)
+
+
+@given(drafting_case())
 @settings(max_examples=8)
 def test_drafted_round_matches_reference_generator(case):
     tk, ak, ids, next_token, split, seed = case
