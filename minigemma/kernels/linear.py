@@ -102,8 +102,11 @@ def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] <= GEMV_MAX_ROWS:
         work = x.shape[0] * stored.size
-        if stored.dtype == np.float32 and work >= PARALLEL_MIN_WORK:
-            return x @ stored.T  # see the module docstring: OpenBLAS, whose threads do not sleep between calls
+        if stored.dtype == np.float32 and work >= PARALLEL_MIN_WORK and x.shape[0] == 1:
+            # see the module docstring: OpenBLAS, whose threads do not sleep between calls. One row
+            # only: for 2..8 rows (a speculative verification pass) OpenBLAS's GEMM packs the weights
+            # and ran 4x slower than this GEMV, which streams them once (benchmarks/verify_cost.py)
+            return x @ stored.T
         out = np.empty((x.shape[0], stored.shape[0]), np.float32)
         pick(GEMV, work)(x, stored, out)
         return out
