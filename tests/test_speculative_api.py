@@ -115,3 +115,22 @@ def test_cli_generate_and_chat_with_an_assistant(assistant_dir):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "missing" in bad.stderr
     bad = run("generate", PROMPT, "--assistant", assistant_dir, "--draft-tokens", "0")
     assert bad.returncode != 0 and "--draft-tokens" in bad.stderr
+
+
+def test_the_shipped_assistant_drafts_well_and_changes_nothing(model):
+    """The trained assistant beside the embedded model: on held-out text, greedy speculation gives
+    the plain greedy tokens, and far more of its drafts are accepted than chance (1 in 4096) would."""
+    from minigemma.generate.loop import generate_ids
+    from minigemma.generate.speculative import SpeculationStats, speculative_ids
+
+    assistant = load_assistant(os.path.join(os.path.dirname(default_model_path()), "tiny_assistant"), kernels=False)
+    assert assistant.num_assistant_tokens == 3
+    with open(os.path.join(default_model_path(), "heldout_sample.txt"), encoding="utf-8") as f:
+        paragraphs = [p for p in f.read().split("\n\n") if len(p.split()) > 30][:2]
+    stats = SpeculationStats()
+    for text in paragraphs:
+        ids = model.tokenizer.encode(" ".join(text.split()[:20]), add_special_tokens=True)
+        plain = list(generate_ids(model, ids, Sampling(), 24))
+        assert list(speculative_ids(model, assistant, ids, Sampling(), 24, stats=stats)) == plain
+    print(f"shipped assistant: {100 * stats.acceptance_rate:.0f}% of {stats.drafted} drafts accepted")
+    assert stats.acceptance_rate > 0.3, stats
