@@ -33,8 +33,11 @@ class Minigemma:
         self.model = minigemma.load(path, kernels=kernels)
 
     def prefill(self, ids):
+        """As `generate` does: chunks of 512 tokens, the last token's logits only."""
+        from minigemma.generate.loop import prefill
+
         self.cache = self.model.new_cache()
-        return int(self.model.extend(ids, self.cache)[-1].argmax())
+        return int(prefill(self.model, ids, self.cache).argmax())
 
     def step(self, token: int) -> int:
         import numpy as np
@@ -56,7 +59,8 @@ class Torch:
 
         self.cache = DynamicCache(config=self.model.config)
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.as_tensor(ids)[None], past_key_values=self.cache, use_cache=True)
+            out = self.model(input_ids=self.torch.as_tensor(ids)[None], past_key_values=self.cache, use_cache=True,
+                             logits_to_keep=1)  # as `generate` asks: also spares the KV-shared layers the prompt
         return int(out.logits[0, -1].argmax())
 
     def step(self, token: int) -> int:

@@ -22,3 +22,18 @@ def test_benchmark_smoke_run(tmp_path):
     assert len(tokens["torch"]) == 3 and tokens["kernels"] == tokens["numpy"] == tokens["torch"]
     assert all(e["peak_rss"] > 0 and e["decode_tok_s"] > 0 for e in engines.values())
     assert len(engines["kernels-bf16"]["tokens"]) == 3  # other weights (rounded), so other tokens maybe
+
+
+def test_attention_and_long_prompt_benchmarks_smoke_run(tmp_path):
+    """The attention benchmark (kernel, twin and torch on small shapes) and the long-prompt one
+    (tiny config, both engines in their processes) print their tables."""
+    args = ["--prefill", "64", "--decode", "300", "--repeats", "1", "--twin-max", "64", "--bandwidth-gib", "0.01"]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.attention", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [line.split("|")[1].strip() for line in r.stdout.splitlines() if "|     64 |" in line] == ["global", "sliding"]
+    assert any(line.startswith("|         300 |") for line in r.stdout.splitlines())
+    args = ["--config", "tiny", "--prompts", "40", "--new", "2", "--time-limit", "300", "--weights", str(tmp_path)]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.long_prompt", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines() if line.startswith("|     40 ")]
+    assert [row[1] for row in rows] == ["minigemma kernels", "transformers eager"] and rows[1][6] == "1.00x"

@@ -32,6 +32,8 @@ see in tiles, and no array is ever larger than one tile of scores (`SCORE_TILE`)
 * Image blocks (`blocks`, bidirectional attention inside an image): the tokens of one image see
   each other both ways; a query's reach extends to the end of its image, and the tiles that
   cross an image get the mask with that rule. Same fast path.
+* A compact cache (float16 keys and values) is widened a tile at a time (and in registers by the
+  decode kernel): the cache is never copied whole to float32.
 * Decoding (a few queries, one KV head's group each): GEMMs a few rows tall run far below BLAS'
   peak, so those go to the split-key Numba kernel of `decode_attention.py`, chosen by shape.
 
@@ -50,6 +52,7 @@ SCORE_TILE = 1 << 19  # score elements per tile (2 MB of float32): rows x keys
 SLIDING_SHARE = 4  # a sliding layer's query block is at most window / 4 queries: <= 20% scores wasted
 MIN_QUERY_BLOCK = 16
 DECODE_MAX_QUERIES = 4  # up to this many queries (a decode step, a short draft): the Numba kernel
+STORED = (np.float32, np.float16)  # key/value dtypes taken as they are (a compact cache: float16)
 
 
 def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, blocks=None) -> np.ndarray:
@@ -59,7 +62,8 @@ def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, block
     positions; window: sliding window or None; blocks: (q_blocks (q_len,), k_blocks (k_len,)),
     the image each token belongs to (-1: text) for bidirectional attention inside images, or
     None -> (q_len, heads, d) float32."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype in STORED else np.float32) for a in (k, v))
     q_pos, k_pos = np.asarray(q_pos, np.int64), np.asarray(k_pos, np.int64)
     keys_sorted = len(k_pos) < 2 or bool(np.all(k_pos[1:] > k_pos[:-1]))
     reach = _reach(q_pos, k_pos, blocks) if causal else q_pos  # last key position each query may see
@@ -159,7 +163,7 @@ def _mask(qp, kp, window, causal, q_blocks, k_blocks):
 
 def _probabilities(rows, k, mask, group):
     """One tile's scores, masked, as exp(score - rowmax): (P (rows, keys), rowmax, rowsum)."""
-    s = rows @ k.T  # (rows, keys); scaling 1.0
+    s = rows @ k.T.astype(np.float32, copy=False)  # (rows, keys); scaling 1.0; float16 keys widened here
     if mask is not None:  # rows are query-major: each query's `group` rows share its mask row
         np.copyto(s.reshape(len(mask), group, -1), -np.inf, where=~mask[:, None, :])
     m = s.max(axis=1)  # (rows,)
@@ -173,7 +177,7 @@ def _attend_tiles(rows, k, v, tiles, group):
     if len(tiles) == 1:  # the whole softmax in one tile: float32 throughout, like the twin
         j0, j1, mask = tiles[0]
         p, _, l = _probabilities(rows, k[j0:j1], mask, group)
-        out = p @ v[j0:j1]
+        out = p @ v[j0:j1].astype(np.float32, copy=False)
         out /= l[:, None]  # 0/0 = NaN where nothing was visible, as in the twin
         return out
     m = np.full(len(rows), -np.inf, np.float32)  # running max score per row
@@ -187,6 +191,6 @@ def _attend_tiles(rows, k, v, tiles, group):
         new = np.exp((tile_max - finite).astype(np.float64))  # and this tile's
         l = l * old + tile_sum * new
         acc *= old[:, None]
-        acc += (p @ v[j0:j1]) * new[:, None]
+        acc += (p @ v[j0:j1].astype(np.float32, copy=False)) * new[:, None]
         m = m_new
     return (acc / l[:, None]).astype(np.float32)

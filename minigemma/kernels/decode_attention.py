@@ -9,6 +9,7 @@ few rows tall (one query x `group` heads), and OpenBLAS packs the whole K for th
 * within a chunk, 4 keys x 2 query heads at a time: every key value loaded feeds two
   multiply-adds and every query value four, and the eight sums are independent (the compiler
   vectorises each along the head dim). One key row at a time ran at a third of this;
+* keys and values of a compact cache (float16) are read as such and widened in registers;
 * the chunks' partial results are combined in float64, rescaled to the overall max: the online
   softmax across chunks, as in `attention.py` across tiles.
 
@@ -20,12 +21,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
 from .threads import pick, serial_and_parallel
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
 CHUNK = 256  # keys per task
 KEYS_AT_ONCE = 4  # key rows read side by side
 HEADS_AT_ONCE = 2  # query heads sharing each key value loaded
+
+
+@intrinsic
+def _half_as_float32(typingctx, bits):
+    """The float16 whose bits a uint16 holds, as a float32: LLVM's `bitcast` + `fpext` (F16C's
+    vcvtph2ps, exact). Numba has no float16 type of its own on the CPU."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+def widen(stored):
+    """A stored key/value as float32: a float32 itself, float16 bits (uint16) widened."""
+
+
+@overload(widen, inline="always")
+def _widen(stored):
+    if isinstance(stored, types.Float):
+        return lambda stored: stored
+    return lambda stored: _half_as_float32(stored)
 
 
 def _decode(loop):
@@ -52,7 +80,7 @@ def _decode(loop):
                             a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
                             for e in range(d):
                                 qa, qb = q[i, ha, e], q[i, hb, e]
-                                k0, k1, k2, k3 = k[j0 + jb, kv, e], k[j0 + j1, kv, e], k[j0 + j2, kv, e], k[j0 + j3, kv, e]
+                                k0, k1, k2, k3 = widen(k[j0 + jb, kv, e]), widen(k[j0 + j1, kv, e]), widen(k[j0 + j2, kv, e]), widen(k[j0 + j3, kv, e])
                                 a0 += qa * k0
                                 a1 += qa * k1
                                 a2 += qa * k2
@@ -97,7 +125,7 @@ def _decode(loop):
                             pb0, pb1, pb2, pb3 = s[i, hb, jb] * once, s[i, hb, j1] * once * in1, s[i, hb, j2] * once * in2, s[i, hb, j3] * once * in3
                             acc_a, acc_b = part_acc[c, i, ha], part_acc[c, i, hb]
                             for e in range(d):
-                                v0, v1, v2, v3 = v[j0 + jb, kv, e], v[j0 + j1, kv, e], v[j0 + j2, kv, e], v[j0 + j3, kv, e]
+                                v0, v1, v2, v3 = widen(v[j0 + jb, kv, e]), widen(v[j0 + j1, kv, e]), widen(v[j0 + j2, kv, e]), widen(v[j0 + j3, kv, e])
                                 acc_a[e] += pa0 * v0 + pa1 * v1 + pa2 * v2 + pa3 * v3
                                 acc_b[e] += pb0 * v0 + pb1 * v1 + pb2 * v2 + pb3 * v3
         # combine the chunks in float64, each rescaled to the overall max
@@ -126,8 +154,11 @@ DECODE = serial_and_parallel(_decode)
 
 
 def decode_attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool) -> np.ndarray:
-    """`attention.attend` for a few queries (float32, contiguous q, k, v; int64 positions)."""
+    """`attention.attend` for a few queries (contiguous q float32, k and v float32 or float16;
+    int64 positions)."""
     out = np.empty_like(q)
+    if k.dtype == np.float16:  # read as their bits, widened in registers (`widen`)
+        k, v = k.view(np.uint16), v.view(np.uint16)
     work = q.shape[0] * q.shape[1] * k.shape[0] * q.shape[2]  # multiply-adds of the scores
     pick(DECODE, work)(q, k, v, q_pos, k_pos, NO_WINDOW if window is None else int(window), bool(causal), out)
     return out
