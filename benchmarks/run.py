@@ -170,7 +170,7 @@ def print_compile(c: dict) -> None:
 
 
 def print_sweep(rows: list) -> None:
-    print("\nattention CPU time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
+    print("\nattention wall-clock time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
     keys = ["sliding_us", "sliding_ns_per_key", "sliding_twin_us", "global_us", "decode_sliding_us", "decode_global_us"]
     header = ["prompt", "sliding prefill", "same, ns per visible key", "sliding prefill, twin", "global prefill",
               "sliding decode step", "global decode step"]

@@ -65,6 +65,8 @@ def attend(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, block
     q = np.ascontiguousarray(q, dtype=np.float32)
     k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype in STORED else np.float32) for a in (k, v))
     q_pos, k_pos = np.asarray(q_pos, np.int64), np.asarray(k_pos, np.int64)
+    if blocks is not None and not (np.asarray(blocks[0]) >= 0).any():
+        blocks = None  # no query inside an image (text after one, decoding): the causal rule alone
     keys_sorted = len(k_pos) < 2 or bool(np.all(k_pos[1:] > k_pos[:-1]))
     reach = _reach(q_pos, k_pos, blocks) if causal else q_pos  # last key position each query may see
     if len(q_pos) <= DECODE_MAX_QUERIES and blocks is None:
