@@ -150,7 +150,8 @@ def compile_kernels() -> dict:
     w32.setflags(write=False)
     index, weights = np.array([[0, 2]] * 20), np.ones((20, 2), np.float32)
     calls = {
-        "attention": lambda: kernels.attend(q, kv, kv, pos, pos, 2, True),
+        "attention": lambda: (kernels.attend(q, kv, kv, pos, pos, 2, True), kernels.attend(q[:1], kv, kv, pos[:1], pos, 2, True),
+                              kernels.attend(q[:1], kv.astype(np.float16), kv.astype(np.float16), pos[:1], pos, 2, True)),
         "experts": lambda: (kernels.experts(x[:1], index[:1], weights[:1], w, gelu_tanh), kernels.experts(x, index, weights, w, gelu_tanh)),
         "linear": lambda: (kernels.linear(x[:1], bits), kernels.linear(x, bits), kernels.linear(x[:1], w32)),
     }
@@ -163,9 +164,9 @@ def _dispatchers():
     """Every cached Numba function of the kernels."""
     from numba.core.registry import CPUDispatcher
 
-    from minigemma.kernels import attention, linear, moe
+    from minigemma.kernels import decode_attention, linear, moe
 
-    for module in (attention, linear, moe):
+    for module in (decode_attention, linear, moe):
         for value in vars(module).values():
             for d in value if isinstance(value, tuple) else (value,):
                 if isinstance(d, CPUDispatcher):
