@@ -6,6 +6,8 @@ few rows tall (one query x `group` heads), and OpenBLAS packs the whole K for th
 
 * the keys are cut into chunks of `CHUNK` (256 keys x d: an L2's worth), one parallel task each
   (FlashDecoding's split-K): each chunk's scores, max, sum and weighted values in float32;
+* each chunk's keys (then values) are first read in one plain stream (`_stream`), which brings
+  them into cache at the full read rate;
 * within a chunk, 4 keys x 2 query heads at a time: every key value loaded feeds two
   multiply-adds and every query value four, and the eight sums are independent (the compiler
   vectorises each along the head dim). One key row at a time ran at a third of this;
@@ -22,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from .threads import pick, serial_and_parallel
+from .threads import FASTMATH, pick, serial_and_parallel
 
 NO_WINDOW = 0  # window argument meaning "no sliding window" (real windows are >= 1)
 CHUNK = 256  # keys per task
@@ -56,6 +58,19 @@ def _widen(stored):
     return lambda stored: _half_as_float32(stored)
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _stream(x, j0, nk, kv):
+    """Read rows j0 .. j0+nk of one KV head once, in order: one plain stream, which the hardware
+    prefetchers follow at the full read rate, brings the chunk into cache before the compute
+    loops (whose four interleaved rows they follow worse). Measured on 16k keys of head dim 512:
+    the scores 4.1 ms without, 2.5 ms with. The sum is returned so the read is not optimised away."""
+    total = np.float32(0.0)
+    for j in range(j0, j0 + nk):
+        for e in range(x.shape[2]):
+            total += widen(x[j, kv, e])
+    return total
+
+
 def _decode(loop):
     def decode(q, k, v, q_pos, k_pos, window, causal, out):
         q_len, heads, d = q.shape
@@ -65,12 +80,14 @@ def _decode(loop):
         part_max = np.empty((n_chunks, q_len, heads), np.float32)  # per chunk: max score
         part_sum = np.empty((n_chunks, q_len, heads), np.float32)  # sum of exp(score - max)
         part_acc = np.zeros((n_chunks, q_len, heads, d), np.float32)  # sum of exp(score - max) * value
+        streamed = np.zeros(n_chunks, np.float32)  # `_stream`'s sums, kept so the reads stay
         for c in loop(n_chunks):
             j0 = c * CHUNK
             nk = min(n, j0 + CHUNK) - j0
             s = np.empty((q_len, heads, CHUNK), np.float32)  # this chunk's scores, then probabilities
             for kv in range(n_kv):
                 last_head = (kv + 1) * group - 1
+                streamed[c] += _stream(k, j0, nk, kv)
                 for jb in range(0, nk, KEYS_AT_ONCE):
                     # past the chunk's end the last key is read again: same value, same slot
                     j1, j2, j3 = min(jb + 1, nk - 1), min(jb + 2, nk - 1), min(jb + 3, nk - 1)
@@ -112,6 +129,7 @@ def _decode(loop):
                     part_max[c, i, h], part_sum[c, i, h] = top, total
             for kv in range(n_kv):
                 last_head = (kv + 1) * group - 1
+                streamed[c] += _stream(v, j0, nk, kv)
                 for jb in range(0, nk, KEYS_AT_ONCE):
                     j1, j2, j3 = min(jb + 1, nk - 1), min(jb + 2, nk - 1), min(jb + 3, nk - 1)
                     for i in range(q_len):
