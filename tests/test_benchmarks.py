@@ -25,18 +25,19 @@ def test_benchmark_smoke_run(tmp_path):
 
 
 def test_attention_and_long_prompt_benchmarks_smoke_run(tmp_path):
-    """The attention benchmark (kernel, twin and torch on small shapes) and the long-prompt one
-    (tiny config, both engines in their processes) print their tables."""
-    args = ["--prefill", "64", "--decode", "300", "--repeats", "1", "--twin-max", "64", "--bandwidth-gib", "0.01"]
+    """The attention benchmark (kernel and twin on small shapes) and the long-prompt one (tiny
+    config, minigemma in its own process) print their tables; torch's engines are the ones
+    `test_benchmark_smoke_run` already runs."""
+    args = ["--prefill", "64", "--decode", "300", "--repeats", "1", "--twin-max", "64", "--bandwidth-gib", "0.01", "--no-torch"]
     r = subprocess.run([sys.executable, "-m", "benchmarks.attention", *args], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert [line.split("|")[1].strip() for line in r.stdout.splitlines() if "|     64 |" in line] == ["global", "sliding"]
     assert any(line.startswith("|         300 |") for line in r.stdout.splitlines())
-    args = ["--config", "tiny", "--prompts", "40", "--new", "2", "--time-limit", "300", "--weights", str(tmp_path)]
+    args = ["--config", "tiny", "--prompts", "40", "--new", "2", "--engines", "kernels", "--time-limit", "300", "--weights", str(tmp_path)]
     r = subprocess.run([sys.executable, "-m", "benchmarks.long_prompt", *args], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines() if line.startswith("|     40 ")]
-    assert [row[1] for row in rows] == ["minigemma kernels", "transformers eager"] and rows[1][6] == "1.00x"
+    assert [row[1] for row in rows] == ["minigemma kernels"] and float(rows[0][4]) > 0 and rows[0][6] == "-"
 
 
 def test_kv_cache_sizes_are_those_of_a_filled_cache():

@@ -56,12 +56,16 @@ class SlidingKV:
 
     def update(self, k: np.ndarray, v: np.ndarray, positions: np.ndarray):
         """Keys/values of c new tokens (c, kv_heads, head_dim) -> what this step attends to:
-        the ring's filled slots (in slot order) followed by the new tokens, with positions."""
+        the ring's filled slots, oldest first, followed by the new tokens, with positions. In
+        position order, the attention kernel finds a query block's keys by binary search (a
+        chunk of a long prompt then reads only the window of each block, not the whole ring)."""
         k, v = k.astype(self.keys.dtype, copy=False), v.astype(self.values.dtype, copy=False)  # as stored
         held = min(self.written, self.capacity)
-        k_all = np.concatenate([self.keys[:held], k])
-        v_all = np.concatenate([self.values[:held], v])
-        pos_all = np.concatenate([self.positions[:held], positions])
+        oldest = self.written % self.capacity if self.written > self.capacity > 0 else 0  # the slot written next
+        slots = (oldest + np.arange(held)) % self.capacity  # (held,) in position order
+        k_all = np.concatenate([self.keys[slots], k])
+        v_all = np.concatenate([self.values[slots], v])
+        pos_all = np.concatenate([self.positions[slots], positions])
         keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
         if keep:
             slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity

@@ -91,13 +91,14 @@ def _decode(loop):
                 for jb in range(0, nk, KEYS_AT_ONCE):
                     # past the chunk's end the last key is read again: same value, same slot
                     j1, j2, j3 = min(jb + 1, nk - 1), min(jb + 2, nk - 1), min(jb + 3, nk - 1)
+                    r0, r1, r2, r3 = j0 + jb, j0 + j1, j0 + j2, j0 + j3  # the four key rows
                     for i in range(q_len):
                         for ha in range(kv * group, last_head + 1, HEADS_AT_ONCE):
                             hb = min(ha + 1, last_head)  # an odd group computes its last head twice
                             a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
                             for e in range(d):
                                 qa, qb = q[i, ha, e], q[i, hb, e]
-                                k0, k1, k2, k3 = widen(k[j0 + jb, kv, e]), widen(k[j0 + j1, kv, e]), widen(k[j0 + j2, kv, e]), widen(k[j0 + j3, kv, e])
+                                k0, k1, k2, k3 = widen(k[r0, kv, e]), widen(k[r1, kv, e]), widen(k[r2, kv, e]), widen(k[r3, kv, e])
                                 a0 += qa * k0
                                 a1 += qa * k1
                                 a2 += qa * k2
@@ -132,6 +133,7 @@ def _decode(loop):
                 streamed[c] += _stream(v, j0, nk, kv)
                 for jb in range(0, nk, KEYS_AT_ONCE):
                     j1, j2, j3 = min(jb + 1, nk - 1), min(jb + 2, nk - 1), min(jb + 3, nk - 1)
+                    r0, r1, r2, r3 = j0 + jb, j0 + j1, j0 + j2, j0 + j3
                     for i in range(q_len):
                         for ha in range(kv * group, last_head + 1, HEADS_AT_ONCE):
                             hb = min(ha + 1, last_head)
@@ -140,10 +142,11 @@ def _decode(loop):
                             in1, in2, in3 = np.float32(jb + 1 < nk), np.float32(jb + 2 < nk), np.float32(jb + 3 < nk)
                             pa1, pa2, pa3 = pa1 * in1, pa2 * in2, pa3 * in3
                             once = np.float32(hb != ha)
-                            pb0, pb1, pb2, pb3 = s[i, hb, jb] * once, s[i, hb, j1] * once * in1, s[i, hb, j2] * once * in2, s[i, hb, j3] * once * in3
+                            pb0, pb1, pb2, pb3 = s[i, hb, jb] * once, s[i, hb, j1] * once, s[i, hb, j2] * once, s[i, hb, j3] * once
+                            pb1, pb2, pb3 = pb1 * in1, pb2 * in2, pb3 * in3
                             acc_a, acc_b = part_acc[c, i, ha], part_acc[c, i, hb]
                             for e in range(d):
-                                v0, v1, v2, v3 = widen(v[j0 + jb, kv, e]), widen(v[j0 + j1, kv, e]), widen(v[j0 + j2, kv, e]), widen(v[j0 + j3, kv, e])
+                                v0, v1, v2, v3 = widen(v[r0, kv, e]), widen(v[r1, kv, e]), widen(v[r2, kv, e]), widen(v[r3, kv, e])
                                 acc_a[e] += pa0 * v0 + pa1 * v1 + pa2 * v2 + pa3 * v3
                                 acc_b[e] += pb0 * v0 + pb1 * v1 + pb2 * v2 + pb3 * v3
         # combine the chunks in float64, each rescaled to the overall max

@@ -115,7 +115,8 @@ def text_forward(
         if keep is not None and spec.reuses_kv and keep < len(h):  # from here on, only the kept positions
             if keep == 0:  # (the KV-shared layers are the last ones: nothing after them writes a cache)
                 return np.zeros((0, w.lm_head.shape[0]), np.float32)
-            h, ple_inputs, ctx.positions = h[-keep:], ple_inputs[-keep:] if ple_inputs is not None else None, ctx.positions[-keep:]
+            h, ctx.positions = h[-keep:], ctx.positions[-keep:]
+            ple_inputs = ple_inputs[-keep:] if ple_inputs is not None else None
             ctx.rope = {t: (cos[-keep:], sin[-keep:]) for t, (cos, sin) in ctx.rope.items()}
         layer_input = ple_inputs[:, spec.index] if ple_inputs is not None else None
         h = decoder_layer(h, lw, spec, cfg, ctx, layer_input)
