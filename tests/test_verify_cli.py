@@ -65,6 +65,8 @@ def test_trace_writes_activations_and_metadata(checkpoint, traced, suffix):
         "config_sha256": config_hash(model.config),
         "token_ids": IDS,
         "dtype": "float32",
+        # the tiny preset: S S G S | S G, the last two KV-shared, each reading the last earlier layer of its type
+        "kv_sources": {4: 3, 5: 2},
     }
 
 
