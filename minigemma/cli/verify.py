@@ -3,6 +3,7 @@
     minigemma trace [--model DIR] (--prompt TEXT | --ids 2,15,7) --out FILE [--names PATTERN]... [--reference]
                     [--image PATH]... [--max-soft-tokens N] [--audio PATH]...     (media with --prompt)
                     [--dtype float32|bfloat16]                                     (with --reference)
+    minigemma trace --engine llama.cpp --model FILE.gguf --ids 2,15,7 --out FILE [--llama-dump PATH]
     minigemma compare A B [--atol 1e-4] [--rtol 1e-4] [--names PATTERN]... [--exclude PATTERN]... [--common]
                           [--spread-from F32_TRACE [--spread-factor 4]]
 
@@ -52,6 +53,11 @@ def add_trace(sub) -> None:
         action="store_true",
         help="trace the PyTorch reference (transformers) with forward hooks instead of minigemma; needs the test extra",
     )
+    p.add_argument("--engine", choices=("minigemma", "llama.cpp"), default="minigemma",
+                   help="llama.cpp: run llama.cpp on --model FILE.gguf (with --ids) and write its tensors under "
+                        "minigemma's names (docs/verify.md)")
+    p.add_argument("--llama-dump", metavar="PATH",
+                   help="with --engine llama.cpp: the llama_dump binary (default: $MINIGEMMA_LLAMA_DUMP)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="with --reference: the dtype it computes in; bfloat16 runs it as real checkpoints run, the "
                         "reduced-precision reference that compare --spread-from judges a bf16 port against (default float32)")
@@ -68,6 +74,8 @@ def run_trace(args) -> int:
     from ..model import check_token_ids, default_model_path, load
     from ..verify.trace_file import save_trace
 
+    if args.engine == "llama.cpp":
+        return run_trace_llama_cpp(args)
     path = args.model if args.model is not None else default_model_path()
     model, media = None, {}
     if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
@@ -90,6 +98,21 @@ def run_trace(args) -> int:
     save_trace(args.out, acts, meta)
     size = os.path.getsize(args.out)
     print(f"wrote {len(acts)} activations of {len(ids)} tokens ({size / 2**20:.1f} MiB) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_trace_llama_cpp(args) -> int:
+    from ..verify import llama_cpp
+    from ..verify.trace import select
+    from ..verify.trace_file import save_trace, trace_metadata
+
+    if args.reference or args.images or args.audio or args.ids is None or args.model is None:
+        raise InputError("--engine llama.cpp: give --model FILE.gguf and --ids (no --reference, --prompt, --image or --audio)")
+    ids = parse_ids(args.ids)
+    acts = llama_cpp.capture(llama_cpp.find_binary(args.llama_dump), args.model, ids)
+    acts = {n: acts[n] for n in select(acts, args.names)}
+    save_trace(args.out, acts, trace_metadata(None, ids, "llama.cpp (weights_tools/llama_dump)"))
+    print(f"wrote {len(acts)} activations of {len(ids)} tokens to {args.out}", file=sys.stderr)
     return 0
 
 
