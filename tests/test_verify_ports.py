@@ -75,6 +75,17 @@ def test_ready_table_traces_the_reference_as_capture_does(checkpoint):
     assert hf_kv_sources(ref) == {4: 3, 5: 2} == reference_trace.kv_sources(ref)
 
 
+def test_ready_table_without_ple_or_kv_sharing():
+    kwargs = dict(CONFIG, hidden_size_per_layer_input=0, num_kv_shared_layers=0, use_double_wide_mlp=False)
+    ref = reference_text_model(kwargs, "causal", seed=5)
+    ours = trace_torch(ref, TABLE, lambda: ref(input_ids=torch.tensor([IDS]), use_cache=False, output_hidden_states=True))
+    captured = reference_trace.capture(ref, IDS)
+    assert list(ours) == list(captured)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, captured[name], err_msg=name)
+    assert hf_kv_sources(ref) == {}
+
+
 def test_table_points_and_fixups_and_errors(checkpoint):
     ref = load_port(checkpoint)
     run = lambda: ref(input_ids=torch.tensor([IDS]), use_cache=False, output_hidden_states=True)  # noqa: E731
@@ -95,6 +106,8 @@ def test_table_points_and_fixups_and_errors(checkpoint):
         trace_torch(ref, [("layers.{i}.attn.q", "model.blocks.{i}.attn", "output")], run)
     with pytest.raises(InputError, match="table point 'outputs'"):
         trace_torch(ref, [("logits", "", "outputs")], run)
+    with pytest.raises(InputError, match=r"'out' is a KVSharingDict at its table point, not a tensor"):
+        trace_torch(ref, [("out", "model.layers.0.self_attn", "kwarg:shared_kv_states")], run)  # a KVSharingDict
     with pytest.raises(InputError, match="ran twice"):
         trace_torch(ref, [("x", "model.norm", "output")], lambda: (run(), run()))
 

@@ -123,11 +123,12 @@ def report(rows: list[Row], rtol: float, atol: float, kv: str = "") -> list[str]
         result = "ok" if r.ok else (f"FAIL ({r.mismatches} of {int(np.prod(r.shape))} unequal)" if r.exact else "FAIL")
         lines.append(f"{r.name:<{width}}  {shape:<16} {r.max_abs:9.2e} {r.max_rel:9.2e} {r.cosine:10.7f}  {result}")
     tol = f"rtol {rtol:g}, atol {atol:g}"
-    first = next((i for i, r in enumerate(rows) if not r.ok), None)
-    if first is None:
+    failing = [i for i, r in enumerate(rows) if not r.ok]
+    if not failing:
         lines.append(f"all {len(rows)} activations agree ({tol})")
         return lines
-    r, failed = rows[first], sum(not r.ok for r in rows)
+    first = failing[0]
+    r, failed = rows[first], len(failing)
     lines.append(agree_again(rows[first + 1 :]))
     where = f"{r.mismatches} of {int(np.prod(r.shape))} unequal" if r.exact else f"max abs {r.max_abs:.3g}"
     lines.append(

@@ -155,6 +155,8 @@ def bind(model, name: str, path: str) -> list[tuple[str, object]]:
         try:
             return [(name, model.get_submodule(path))]
         except AttributeError:
+            if path.endswith(_OPTIONAL):
+                return []
             raise InputError(f"table row {name!r}: the model has no module {path!r}") from None
     pattern = re.compile(re.escape(path).replace(re.escape("{i}"), r"(\d+)"))
     found = [(name.replace("{i}", m[1]), module) for p, module in model.named_modules() if (m := pattern.fullmatch(p))]
@@ -165,7 +167,7 @@ def bind(model, name: str, path: str) -> list[tuple[str, object]]:
 
 # modules a Gemma 4 model may lack altogether (no PLE, no MoE, every layer KV-shared...): a
 # reference-table row naming them binds nothing rather than failing
-_OPTIONAL = ("k_norm", "v_norm", "per_layer_input_gate", "per_layer_projection", "post_per_layer_input_norm",
+_OPTIONAL = ("embed_tokens_per_layer", "per_layer_projection_norm","k_norm", "v_norm", "per_layer_input_gate", "per_layer_projection", "post_per_layer_input_norm",
              "router", "experts", "pre_feedforward_layernorm_2", "post_feedforward_layernorm_1",
              "post_feedforward_layernorm_2", "post_feedforward_layernorm")  # fmt: skip
 
@@ -196,6 +198,8 @@ def _keeper(values: dict, name: str, fixes, torch):
     def keep(t):
         if name in values:
             raise InputError(f"trace_torch: the module behind {name!r} ran twice; trace one forward pass of one sequence")
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"trace_torch: {name!r} is a {type(t).__name__} at its table point, not a tensor (try output[k])")
         t = t.detach().cpu()
         a = t.numpy() if not t.is_floating_point() else t.float().numpy()
         a = a.astype(np.int64) if a.dtype.kind in "iu" else a
