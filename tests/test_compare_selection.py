@@ -72,7 +72,10 @@ def test_names_and_exclude_select_by_segments(tmp_path, capsys):
     status, lines, _ = run(capsys, a, b, "--exclude", "layers.0", "--exclude", "logits")
     assert status == 0 and not any(line.startswith(("layers.0.", "logits")) for line in lines)
     status, _, err = run(capsys, a, b, "--exclude", "layer.*")
-    assert status == 2 and err == ["minigemma: error: --exclude: pattern 'layer.*' matches no activation (there are 15, e.g. embed, layers.0.attn.q, layers.0.attn.context, layers.0.attn.out)"]
+    assert status == 2 and err == [
+        "minigemma: error: --exclude: pattern 'layer.*' matches no activation "
+        "(there are 15, e.g. embed, layers.0.attn.q, layers.0.attn.context, layers.0.attn.out)"
+    ]
 
 
 def test_common_compares_what_both_have_and_says_what_it_skipped(tmp_path, capsys):
@@ -114,7 +117,8 @@ def test_summary_says_which_later_steps_agree_again(tmp_path, capsys):
         "after it: 10 of 12 later activations agree again: layers.0.out … layers.1.out (6); layers.2.attn.context … logits (4)"
     )
     assert lines[-1].startswith("first divergence: layers.0.attn.context (") and "3 of 15 activations differ" in lines[-1]
-    everything = {n: v * 2 for n, v in BASE.items() if v.dtype.kind == "f"} | {"layers.1.moe.router.top_k_index": BASE["layers.1.moe.router.top_k_index"] + 1}
+    index = "layers.1.moe.router.top_k_index"
+    everything = {n: v * 2 for n, v in BASE.items() if v.dtype.kind == "f"} | {index: BASE[index] + 1}
     status, lines, _ = run(capsys, write(tmp_path / "all.npz", everything), b)
     assert lines[-2] == "after it: all 14 later activations differ too"
 

@@ -41,7 +41,8 @@ def checkpoint(tmp_path_factory):
         for p in ref.parameters():
             p.copy_(p.to(torch.bfloat16).float())
     ref.save_pretrained(path)
-    assert main(["trace", "--reference", "--model", str(path), "--ids", ",".join(map(str, IDS)), "--out", str(path / "ref.safetensors")]) == 0
+    ids = ",".join(map(str, IDS))
+    assert main(["trace", "--reference", "--model", str(path), "--ids", ids, "--out", str(path / "ref.safetensors")]) == 0
     return path
 
 

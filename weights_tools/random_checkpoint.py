@@ -160,7 +160,9 @@ def published_dialect(config: dict) -> dict:
         config["global_head_dim"] = head_dim
         if kv_heads != config.get("num_key_value_heads"):
             if not config.get("attention_k_eq_v"):
-                raise ValueError("per_layer_config changes the global KV heads without attention_k_eq_v: the published dialect cannot say that")
+                raise ValueError(
+                    "per_layer_config changes the global KV heads without attention_k_eq_v: the published dialect cannot say that"
+                )
             config["num_global_key_value_heads"] = kv_heads
     return config
 

@@ -183,7 +183,8 @@ def add_compare(sub) -> None:
                         "bfloat16) and F32_TRACE the float32 reference; each step may differ from B by --spread-factor "
                         "times B's own distance from F32_TRACE")
     p.add_argument("--spread-factor", type=float, default=DEFAULT_SPREAD_FACTOR, metavar="X",
-                   help=f"with --spread-from: how many times the reference's own spread a step may differ (default {DEFAULT_SPREAD_FACTOR:g})")
+                   help="with --spread-from: how many times the reference's own spread a step may differ "
+                        f"(default {DEFAULT_SPREAD_FACTOR:g})")
     p.set_defaults(run=run_compare)
 
 

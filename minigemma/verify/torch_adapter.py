@@ -167,7 +167,8 @@ def bind(model, name: str, path: str) -> list[tuple[str, object]]:
 
 # modules a Gemma 4 model may lack altogether (no PLE, no MoE, every layer KV-shared...): a
 # reference-table row naming them binds nothing rather than failing
-_OPTIONAL = ("embed_tokens_per_layer", "per_layer_projection_norm","k_norm", "v_norm", "per_layer_input_gate", "per_layer_projection", "post_per_layer_input_norm",
+_OPTIONAL = ("embed_tokens_per_layer", "per_layer_projection_norm",
+             "k_norm", "v_norm", "per_layer_input_gate", "per_layer_projection", "post_per_layer_input_norm",
              "router", "experts", "pre_feedforward_layernorm_2", "post_feedforward_layernorm_1",
              "post_feedforward_layernorm_2", "post_feedforward_layernorm")  # fmt: skip
 
