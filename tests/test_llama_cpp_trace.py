@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 import minigemma
@@ -70,3 +72,23 @@ def test_trace_engine_llama_cpp_cli(tmp_path, capsys, monkeypatch):
     bad.write_bytes(DUMP.read_bytes()[:1000])
     with pytest.raises(InputError, match="not a llama_dump file"):
         read_dump(str(bad))
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_mutated_dump_is_a_named_error_never_a_crash(data, tmp_path_factory):
+    """llama_dump files come from outside: a mutated one reads or fails with InputError naming it."""
+    raw = bytearray(HEAD)
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        at = data.draw(st.integers(0, len(raw) - 1), label="at")
+        raw[at] = data.draw(st.integers(0, 255), label="byte")
+    raw = raw[: data.draw(st.integers(0, len(raw)), label="length")]
+    path = tmp_path_factory.mktemp("fuzz") / "dump.bin"
+    path.write_bytes(bytes(raw))
+    try:
+        as_minigemma(read_dump(str(path)))
+    except InputError as e:
+        assert str(path) in str(e) or str(e).startswith("llama.cpp dump: ")
+
+
+HEAD = DUMP.read_bytes()[:4096]  # the first records: names, shapes and data to mutate

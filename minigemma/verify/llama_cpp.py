@@ -106,6 +106,8 @@ def as_minigemma(dump: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for i in layers:  # o_proj's input: (seq, heads * head_dim) -> per head, as the queries
         q, ctx = acts.get(f"layers.{i}.attn.q"), acts.get(f"layers.{i}.attn.context")
         if q is not None and ctx is not None:
+            if q.ndim != 3 or ctx.ndim != 2 or ctx.shape[0] != q.shape[0] or ctx.shape[1] != q.shape[1] * q.shape[2]:
+                raise InputError(f"llama.cpp dump: kqv_out-{i} {ctx.shape} does not split into the heads of Qcur_normed-{i} {q.shape}")
             acts[f"layers.{i}.attn.context"] = ctx.reshape(ctx.shape[0], q.shape[1], -1)
     return {n: acts[n] for n in forward_order(acts)}
 
