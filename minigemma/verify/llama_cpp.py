@@ -15,6 +15,7 @@ table); the binary comes from `--llama-dump` or the MINIGEMMA_LLAMA_DUMP environ
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import tempfile
@@ -94,7 +95,7 @@ def read_dump(path: str) -> dict[str, np.ndarray]:
 
 def as_minigemma(dump: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """llama.cpp's tensors under minigemma's names and shapes, in forward order."""
-    layers = sorted({int(n.rsplit("-", 1)[1]) for n in dump if n.startswith("l_out-")})
+    layers = sorted({int(m[1]) for n in dump if (m := re.fullmatch(r"l_out-(\d+)", n))})
     acts = {}
     for llama, ours in LLAMA_NAMES:
         for i in layers if "{i}" in llama else [None]:
