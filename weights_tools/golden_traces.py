@@ -80,7 +80,8 @@ def golden_traces(model_dir: str, out_dir: str) -> list[str]:
         bad = [r.name for r in rows if not r.ok]
         if bad:
             raise SystemExit(f"golden_traces: minigemma and the reference disagree on {prompt.name!r} from {bad[0]} on")
-        save_trace(path, golden, trace_metadata(config_hash(config), ids, reference_trace.source(), prompt.text))
+        meta = trace_metadata(config_hash(config), ids, reference_trace.source(), prompt.text, kv_sources=kv_sources(config.text))
+        save_trace(path, golden, meta)
         written.append(path)
     return written
 
