@@ -138,3 +138,25 @@ def test_kv_sources_beside_a_divergence_in_a_shared_layer(tmp_path, capsys):
     bad = write(tmp_path / "bad.npz", BASE, kv_sources={"2": "zero"})
     status, _, err = run(capsys, bad, b)
     assert status == 2 and "metadata kv_sources must be a JSON object layer -> source layer" in err[0]
+
+
+def test_spread_verdict_on_hand_made_traces(tmp_path, capsys):
+    """--spread-from: each step may differ from B (reduced precision) by the factor times B's own
+    distance from the float32 trace; the first step beyond it is named; integers are shown only."""
+    rng = np.random.default_rng(1)
+    f32 = {n: v.astype(np.float64) for n, v in BASE.items() if v.dtype.kind == "f"}
+    rounding = {n: 1e-2 * (1 + k) * rng.standard_normal(v.shape) * np.abs(v) for k, (n, v) in enumerate(f32.items())}
+    low = {n: (v + rounding[n]).astype(np.float32) for n, v in f32.items()}
+    port = {n: (v + rng.standard_normal(v.shape) * np.abs(rounding[n])).astype(np.float32) for n, v in f32.items()}
+    index = {"layers.1.moe.router.top_k_index": BASE["layers.1.moe.router.top_k_index"]}
+    c = write(tmp_path / "f32.npz", {n: v.astype(np.float32) for n, v in f32.items()} | index)
+    b = write(tmp_path / "bf16.npz", low | index, dtype="bfloat16")
+    a = write(tmp_path / "port.npz", port | index)
+    status, lines, _ = run(capsys, a, b, "--spread-from", c)
+    assert status == 0 and lines[-1].startswith("all 14 activations error within 4x the bfloat16 reference's own spread")
+    assert next(line for line in lines if line.startswith("layers.1.moe")).endswith("(integers: judged by the floats)")
+    buggy = dict(port, **{"layers.1.attn.out": port["layers.1.attn.out"] * 1.5})
+    status, lines, _ = run(capsys, write(tmp_path / "buggy.npz", buggy | index), b, "--spread-from", c)
+    assert status == 1 and lines[-1].startswith("first step beyond the bfloat16 spread: layers.1.attn.out (")
+    status, _, err = run(capsys, a, b, "--spread-from", write(tmp_path / "less.npz", {"embed": BASE["embed"]}))
+    assert status == 2 and "--spread-from" in err[0] and "missing 14 activation(s)" in err[0]
