@@ -197,7 +197,7 @@ class SpreadRow:
     shape: tuple[int, ...]
     error: float  # RMS(a - b) / RMS(f32): the port against the reduced-precision reference
     spread: float  # RMS(b - f32) / RMS(f32): the reference's own reduced-vs-float32 distance
-    tolerance: float  # factor * max(spread, unit roundoff)
+    ratio: float  # error / max(spread, unit roundoff): the verdict compares it with the factor
     ok: bool
     exact: bool = False  # integers: shown (error = share of unequal elements), judged by the floats
 
@@ -216,12 +216,12 @@ def spread_rows(a: Trace, b: Trace, f32: Trace, names, factor: float, unit: floa
         x, y, z = (t.activations[n] for t in (a, b, f32))
         if x.dtype.kind in "iub" or y.dtype.kind in "iub":
             error, spread = float(np.mean(x != y)), float(np.mean(y != z))
-            rows.append(SpreadRow(n, x.shape, error, spread, np.inf, True, exact=True))
+            rows.append(SpreadRow(n, x.shape, error, spread, np.nan, True, exact=True))
             continue
         x, y, z = (v.astype(np.float64) for v in (x, y, z))
         error, spread = relative_rms(x - y, z), relative_rms(y - z, z)
-        tolerance = factor * max(spread, unit)
-        rows.append(SpreadRow(n, x.shape, error, spread, tolerance, bool(error <= tolerance)))
+        ratio = error / max(spread, unit)
+        rows.append(SpreadRow(n, x.shape, error, spread, ratio, bool(ratio <= factor)))
     return rows
 
 
@@ -230,20 +230,20 @@ def spread_report(rows: list[SpreadRow], factor: float, dtype: str, kv: str = ""
     lines = [f"{'name':<{width}}  {'shape':<16} {'error':>9} {'spread':>9} {'x spread':>9}  result"]
     for r in rows:
         shape = "(" + ", ".join(map(str, r.shape)) + ")"
-        ratio = r.error / max(r.tolerance / factor, 1e-300) if not r.exact else np.nan
+        ratio = r.ratio
         result = "(integers: judged by the floats)" if r.exact else ("ok" if r.ok else "BEYOND")
         lines.append(f"{r.name:<{width}}  {shape:<16} {r.error:9.2e} {r.spread:9.2e} {ratio:9.2f}  {result}")
     how = f"error within {factor:g}x the {dtype} reference's own spread from float32"
     first = next((r for r in rows if not r.ok), None)
     judged = [r for r in rows if not r.exact]
     if first is None:
-        worst = max((r.error / max(r.tolerance / factor, 1e-300) for r in judged), default=0.0)
+        worst = max((r.ratio for r in judged), default=0.0)
         lines.append(f"all {len(judged)} activations {how} (largest: {worst:.2f}x)")
     else:
         beyond = sum(not r.ok for r in rows)
         lines.append(
             f"first step beyond the {dtype} spread: {first.name} (error {first.error:.3g}, "
-            f"{first.error / max(first.tolerance / factor, 1e-300):.1f}x the spread {first.spread:.3g}; "
+            f"{first.ratio:.1f}x the spread {first.spread:.3g}; "
             f"{beyond} of {len(judged)} activations beyond {factor:g}x){kv}"
         )
     return lines
