@@ -87,7 +87,7 @@ for n, ms in pass_ms.items():
 # is never touched.
 
 # %%
-cache = model.new_cache(lookback_for(model, assistant))  # rings keep what the drafter's sliding layer reads
+cache = model.new_cache(lookback=lookback_for(model, assistant))  # rings keep what the drafter's sliding layer reads
 plain = list(generate_ids(model, prompt, greedy, 6))
 logits, hidden = extend_with_hidden(model, prompt, cache)
 token = plain[0]  # the target's own next token (the argmax of `logits[-1]`), not yet in the cache
@@ -201,7 +201,7 @@ if have_reference():
             theirs = target.generate(ids, assistant_model=ref_assistant, max_new_tokens=16, do_sample=False)
     finally:
         Gemma4TextConfig.kv_sharing_modes = original
-    cache = model.new_cache(lookback_for(model, assistant))
+    cache = model.new_cache(lookback=lookback_for(model, assistant))
     _, hidden = extend_with_hidden(model, prompts[1], cache)
     n = ref_assistant.generation_config.num_assistant_tokens
     ours, _ = draft(model, assistant, first, hidden[-1], cache, n, lambda lg: (int(np.argmax(lg)), None))

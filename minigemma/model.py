@@ -158,15 +158,18 @@ class Model:
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def new_cache(self, lookback: int = 0) -> KVCache:
-        """An empty KV cache for one sequence (ring buffers for sliding layers, keeping `lookback`
-        positions more than the window needs, for a drafter)."""
-        return new_cache(self.config.text, lookback)
+    def new_cache(self, dtype=np.float32, lookback: int = 0) -> KVCache:
+        """An empty KV cache for one sequence (ring buffers for sliding layers); keys and values
+        stored as `dtype`, float32 or float16 (half the memory, widened in the attention kernel);
+        the rings keep `lookback` positions more than the window needs, for a drafter."""
+        return new_cache(self.config.text, dtype, lookback)
 
-    def extend(self, input_ids, cache: KVCache, soft=(), tap=None) -> np.ndarray:
+    def extend(self, input_ids, cache: KVCache, soft=(), keep: int | None = None, tap=None) -> np.ndarray:
         """Feed token ids (seq,) that continue the sequence held by `cache`: a prefill (or a chunk of
-        one) or a decode step. Returns their logits (seq, vocab) and advances the cache. `tap`:
-        named steps, as for `trace` (speculative decoding reads `final_norm` there)."""
+        one) or a decode step. Returns their logits (seq, vocab) and advances the cache; with
+        `keep`, only the last `keep` positions' logits (keep, vocab), which spares the KV-shared
+        layers' work on the others (`text_forward`). `tap`: named steps, as for `trace`
+        (speculative decoding reads `final_norm` there)."""
         cfg = self.config.text
         ids = check_token_ids(input_ids, cfg.vocab_size)
         if ids.ndim != 1:
@@ -181,7 +184,7 @@ class Model:
         positions = np.arange(cache.length, end)
         blocks = self.blocks(ids, cache.length)
         logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, tap=tap, blocks=blocks,
-                              backend=self.backend)
+                              backend=self.backend, keep=keep)
         cache.length = end
         return logits
 

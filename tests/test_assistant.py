@@ -51,7 +51,7 @@ def drafting_case(draw, ordered=None):
 
 
 def our_prefill(model, assistant, ids, split):
-    cache = model.new_cache(lookback_for(model, assistant))
+    cache = model.new_cache(lookback=lookback_for(model, assistant))
     hidden = None
     for chunk in (ids[:split], ids[split:]) if split else (ids,):
         _, hidden = extend_with_hidden(model, chunk, cache)
@@ -194,7 +194,8 @@ def test_trace_names_match_the_reference_hooks(case):
     """`trace_draft` names every step of a draft step; the reference's modules, hooked as
     `verify/reference.py` hooks the target's, give the same values under the same names."""
     from minigemma.generate.speculative import trace_draft
-    from minigemma.verify.reference import _has, _hook, _keeper, layer_points
+    from minigemma.verify.reference import _has, _keeper, layer_points
+    from minigemma.verify.torch_adapter import hook as _hook
 
     tk, ak, ids, next_token, split, seed = case
     target, ref = reference_text_model(tk, seed=seed), reference_assistant(ak, seed + 1)

@@ -104,7 +104,7 @@ def test_greedy_speculation_stops_like_plain_greedy(case):
     stops = frozenset({plain[len(plain) // 2]})
     assistant = ScriptedAssistant(assistant, np.concatenate([ids, plain]), 0.2, seed)
     for budget in (1, 2, 7):
-        cache = model.new_cache(lookback_for(model, assistant))
+        cache = model.new_cache(lookback=lookback_for(model, assistant))
         ours = list(speculative_ids(model, assistant, ids, GREEDY, budget, stops, cache=cache, draft_tokens=k))
         assert ours == list(generate_ids(model, ids, GREEDY, budget, stops))
         assert cache.length == len(ids) + len(ours) - 1
@@ -126,7 +126,7 @@ def test_rollback_equals_a_cache_that_never_saw_the_tokens(data):
     rounds = data.draw(st.integers(1, 3), label="rounds")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     ids = rng.integers(0, tk["vocab_size"], prefix)
-    spec, clean = model.new_cache(lookback), model.new_cache(lookback)
+    spec, clean = model.new_cache(lookback=lookback), model.new_cache(lookback=lookback)
     model.extend(ids, spec)
     model.extend(ids, clean)
     for _ in range(rounds):  # rollback after rollback, as rounds of drafts do

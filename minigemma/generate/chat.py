@@ -115,7 +115,7 @@ class Conversation:
             cache.restore(self.saved)
             self.cached = self.saved_ids
         else:
-            cache, self.cached = self.model.new_cache(self.lookback), []
+            cache, self.cached = self.model.new_cache(lookback=self.lookback), []
             self.saved, self.saved_ids = None, []  # a state of the old cache
         reused = len(self.cached)
         start = first = time.perf_counter()

@@ -77,19 +77,20 @@ def check_lookback(model, assistant, cache) -> None:
     if producer is not None and cache.layers[producer.index].capacity < need:
         raise ValueError(
             f"cache: its sliding rings keep {cache.layers[producer.index].capacity} positions, the assistant reads "
-            f"{need}; make it with model.new_cache(lookback_for(model, assistant))"
+            f"{need}; make it with model.new_cache(lookback=lookback_for(model, assistant))"
         )
 
 
-def extend_with_hidden(model, ids: np.ndarray, cache, soft=()) -> tuple[np.ndarray, np.ndarray]:
-    """`model.extend`, also returning the final-normed hidden states (seq, hidden) the drafter reads."""
+def extend_with_hidden(model, ids: np.ndarray, cache, soft=(), keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`model.extend`, also returning the final-normed hidden states (seq, hidden) the drafter reads
+    (with `keep`: of the last `keep` positions only)."""
     seen = {}
 
     def tap(name, value):
         if name == "final_norm":
             seen["h"] = value
 
-    logits = model.extend(ids, cache, soft, tap=tap)
+    logits = model.extend(ids, cache, soft, keep=keep, tap=tap)
     return logits, seen["h"]
 
 
@@ -151,14 +152,14 @@ def speculative_ids(model, assistant, ids, sampling: Sampling, max_new_tokens: i
                     stats: SpeculationStats | None = None) -> Iterator[int]:
     """`loop.generate_ids` with an assistant: the same tokens for greedy decoding, the same
     distribution for sampling. A `cache` passed in must keep `lookback_for(model, assistant)`
-    extra positions (`model.new_cache(lookback)`); afterwards it holds every token but the last
+    extra positions (`model.new_cache(lookback=lookback)`); afterwards it holds every token but the last
     yielded, as `generate_ids` leaves it. Arguments are checked now, not at the first token."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
         raise InputError("prompt: empty, expected at least one token")
     assistant.check_target(model.config.text)
     k_max = draft_tokens_for(assistant, draft_tokens)
-    cache = model.new_cache(lookback_for(model, assistant)) if cache is None else cache
+    cache = model.new_cache(lookback=lookback_for(model, assistant)) if cache is None else cache
     check_lookback(model, assistant, cache)
     rng = np.random.default_rng(sampling.seed) if rng is None else rng
     stats = SpeculationStats() if stats is None else stats
@@ -167,7 +168,7 @@ def speculative_ids(model, assistant, ids, sampling: Sampling, max_new_tokens: i
 
 def _rounds(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, k_max, stats) -> Iterator[int]:
     context = model.config.text.max_position_embeddings
-    logits, h = extend_with_hidden(model, ids, cache, soft)
+    logits, h = extend_with_hidden(model, ids, cache, soft, keep=1)  # the prompt: its last position matters
     token, hidden = sample(logits[-1], sampling, rng), h[-1]
     yield token
     produced = 1
@@ -233,7 +234,7 @@ def trace_draft(model, assistant, ids, next_token: int | None = None, names=None
     if len(ids) == 0:
         raise InputError("input_ids: empty, expected at least one token")
     assistant.check_target(model.config.text)
-    cache = model.new_cache(lookback_for(model, assistant))
+    cache = model.new_cache(lookback=lookback_for(model, assistant))
     logits, h = extend_with_hidden(model, ids, cache)
     token = int(np.argmax(logits[-1])) if next_token is None else int(next_token)
     recorder = Recorder(names)
