@@ -114,19 +114,21 @@ def test_greedy_speculation_stops_like_plain_greedy(case):
 @settings(max_examples=10)
 def test_rollback_equals_a_cache_that_never_saw_the_tokens(data):
     """Feed a prefix, then a chunk, take back its last r tokens, continue: the logits equal those
-    of a cache fed only what stayed. Chunk lengths around the window make the rings wrap mid-chunk."""
+    of a cache fed only what stayed. Chunk lengths around the window make the rings wrap mid-chunk;
+    float32 and float16 storage."""
     tk = data.draw(text_config_kwargs(max_layers=4), label="config")
     note(f"config: {tk}")
     w = tk["sliding_window"]
     model = our_model(reference_text_model(tk))
     lookback = data.draw(st.integers(0, 3), label="lookback")
+    dtype = data.draw(st.sampled_from([np.float32, np.float16]), label="cache dtype")
     prefix = data.draw(st.integers(1, 3 * w + 2), label="prefix")
     chunk = data.draw(st.integers(1, 2 * w + 3), label="chunk")
     r = data.draw(st.integers(0, chunk), label="taken back")
     rounds = data.draw(st.integers(1, 3), label="rounds")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     ids = rng.integers(0, tk["vocab_size"], prefix)
-    spec, clean = model.new_cache(lookback=lookback), model.new_cache(lookback=lookback)
+    spec, clean = model.new_cache(dtype, lookback), model.new_cache(dtype, lookback)
     model.extend(ids, spec)
     model.extend(ids, clean)
     for _ in range(rounds):  # rollback after rollback, as rounds of drafts do
