@@ -22,14 +22,16 @@ HALF_FIELDS = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0
 QUANTIZABLE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]  # what gguf.quants.quantize writes
 
 
-def finite_halves(rng, shape) -> np.ndarray:
-    """Random float16 bit patterns with an exponent below 31 (31 is inf / NaN), as (..., 2) bytes."""
-    bits = (rng.integers(0, 2, shape) << 15) | (rng.integers(0, 31, shape) << 10) | rng.integers(0, 1024, shape)
+def finite_halves(rng, shape, exponents=(0, 31)) -> np.ndarray:
+    """Random float16 bit patterns with a biased exponent in [lo, hi) (31 is inf / NaN; 15 is 2^0),
+    as (..., 2) bytes."""
+    bits = (rng.integers(0, 2, shape) << 15) | (rng.integers(*exponents, shape) << 10) | rng.integers(0, 1024, shape)
     return bits.astype("<u2").view(np.uint8).reshape(*shape, 2)
 
 
-def random_blocks(name: str, rows: int, n_blocks: int, rng) -> np.ndarray:
-    """(rows, n_blocks * block_bytes) bytes of valid blocks of type `name`, built byte by byte."""
+def random_blocks(name: str, rows: int, n_blocks: int, rng, exponents=(0, 31)) -> np.ndarray:
+    """(rows, n_blocks * block_bytes) bytes of valid blocks of type `name`, built byte by byte;
+    the float16 fields' exponents drawn from `exponents` (all finite ones by default)."""
     t = GGML_TYPES[TYPE_IDS[name]]
     blocks = rng.integers(0, 256, (rows, n_blocks, t.block_bytes), dtype=np.uint8)
     if name in ("F32", "F16", "BF16"):  # plain floats: finite random values of the type
@@ -37,7 +39,7 @@ def random_blocks(name: str, rows: int, n_blocks: int, rng) -> np.ndarray:
         stored = {"F32": values, "F16": values.astype("<f2"), "BF16": (values.view(np.uint32) >> 16).astype("<u2")}
         return stored[name].view(np.uint8).reshape(rows, -1)
     for o in HALF_FIELDS[name]:
-        blocks[..., o : o + 2] = finite_halves(rng, (rows, n_blocks))
+        blocks[..., o : o + 2] = finite_halves(rng, (rows, n_blocks), exponents)
     return blocks.reshape(rows, -1)
 
 
