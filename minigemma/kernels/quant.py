@@ -32,7 +32,7 @@ from .quant_simd import LANES
 from .threads import pick, serial_and_parallel
 
 F32, F16, BF16 = TYPE_IDS["F32"], TYPE_IDS["F16"], TYPE_IDS["BF16"]
-FLOAT_RUN = 64  # F16 values dequantized per `decode` call (F16 has no blocks of its own)
+FLOAT_RUN = 256  # F16 values dequantized per `decode` call (F16 has no blocks of its own)
 ROWS_PER_TASK = 16  # GEMV rows per parallel task: one scratch allocation per task, not per row
 BLOCK_ROWS = 256  # prefill: weight rows dequantized at a time (256 x 8192 floats = 8 MB)
 
@@ -78,8 +78,9 @@ def _dequantize(loop, stamp=STAMP):
         assert stamp  # binds the source stamp into the cache key (`source_stamp`)
         cols = out.shape[1]
         for r in loop(raw.shape[0]):
+            row, values = raw[r], out[r]  # views made once a row: each costs reference counting
             for v0 in range(0, cols, elems):
-                decode(type_id, raw[r], v0, min(elems, cols - v0), elems, nbytes, f16, out[r], v0)
+                decode(type_id, row, v0, min(elems, cols - v0), elems, nbytes, f16, values, v0)
 
     return dequantize
 
