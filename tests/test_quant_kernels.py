@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from minigemma.kernels import NUMPY, backend
 from minigemma.kernels import quant, quant_moe
-from minigemma.kernels.quant_blocks import F16_TABLE
 from minigemma.kernels.linear import GEMV_MAX_ROWS
 from minigemma.text.moe import ExpertWeights, experts
 from minigemma.text.ops import ACTIVATIONS
@@ -68,7 +67,7 @@ def test_gemv_serial_and_parallel_match_twin(name):
     expected = dequantize_linear(x, raw, TYPE_IDS[name], cols)
     for kernel in quant.GEMV:
         out = np.empty_like(expected)
-        kernel(TYPE_IDS[name], x, quant.x_sums(x), raw, F16_TABLE, out)
+        kernel(TYPE_IDS[name], x, quant.x_sums(x), raw, out)
         assert_close(out, expected)
     if GGML_TYPES[TYPE_IDS[name]].block_elems == 1:
         short = raw[:, : 37 * GGML_TYPES[TYPE_IDS[name]].block_bytes]
@@ -83,7 +82,7 @@ def test_kernel_dequantize_is_the_twin_bit_for_bit(name):
     if name not in ("F32", "BF16"):  # those two are plain NumPy views, no kernel
         for kernel in quant.DEQUANTIZE:
             out = np.empty_like(expected)
-            kernel(TYPE_IDS[name], *quant.decode_run(TYPE_IDS[name]), raw, F16_TABLE, out)
+            kernel(TYPE_IDS[name], *quant.decode_run(TYPE_IDS[name]), raw, out)
             assert same_bits(out, expected)
 
 

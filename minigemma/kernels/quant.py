@@ -26,7 +26,7 @@ from ..weights.quants import GGML_TYPES, TYPE_IDS, ggml_type, row_bytes
 from .linear import GEMV_MAX_ROWS
 from .linear import linear as float_linear
 from . import quant_blocks, quant_dots, quant_simd
-from .quant_blocks import F16_TABLE, decode
+from .quant_blocks import decode
 from .quant_dots import ACC_LANES, row_dot
 from .quant_simd import LANES
 from .threads import pick, serial_and_parallel
@@ -58,7 +58,7 @@ def x_sums(x: np.ndarray) -> np.ndarray:
 
 
 def _gemv(loop, stamp=STAMP):
-    def gemv(type_id, x, xs, raw, f16, out):
+    def gemv(type_id, x, xs, raw, out):
         """out (n, rows) = x (n, cols) @ W.T, each row of blocks dotted where it lies."""
         assert stamp  # binds the source stamp into the cache key (`source_stamp`)
         rows = raw.shape[0]
@@ -66,13 +66,13 @@ def _gemv(loop, stamp=STAMP):
             acc = np.empty(ACC_LANES, np.float32)  # partial sums, in L1
             for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
                 for t in range(x.shape[0]):  # the row's bytes stay in L1 while x's rows pass
-                    out[t, r] = row_dot(type_id, raw[r], x[t], xs[t], acc, f16)
+                    out[t, r] = row_dot(type_id, raw[r], x[t], xs[t], acc)
 
     return gemv
 
 
 def _dequantize(loop, stamp=STAMP):
-    def dequantize(type_id, elems, nbytes, raw, f16, out):
+    def dequantize(type_id, elems, nbytes, raw, out):
         """out (rows, cols) = the rows' values, `elems` (`nbytes`) at a time: the same bits as
         `quants.dequantize`."""
         assert stamp  # binds the source stamp into the cache key (`source_stamp`)
@@ -80,7 +80,7 @@ def _dequantize(loop, stamp=STAMP):
         for r in loop(raw.shape[0]):
             row, values = raw[r], out[r]  # views made once a row: each costs reference counting
             for v0 in range(0, cols, elems):
-                decode(type_id, row, v0, min(elems, cols - v0), elems, nbytes, f16, values, v0)
+                decode(type_id, row, v0, min(elems, cols - v0), elems, nbytes, values, v0)
 
     return dequantize
 
@@ -98,7 +98,7 @@ def decode_run(type_id: int) -> tuple[int, int]:
 def gemv(x: np.ndarray, raw: np.ndarray, type_id: int) -> np.ndarray:
     """x (n, cols) float32, raw (rows, row_bytes) -> (n, rows): the fused decode product."""
     out = np.empty((x.shape[0], raw.shape[0]), np.float32)
-    pick(GEMV, out.size * x.shape[1])(type_id, x, x_sums(x), raw, F16_TABLE, out)
+    pick(GEMV, out.size * x.shape[1])(type_id, x, x_sums(x), raw, out)
     return out
 
 
@@ -108,7 +108,7 @@ def dequantize(raw: np.ndarray, type_id: int, cols: int, out: np.ndarray | None 
     if type_id in (F32, BF16):  # nothing to decode: a view, or a shift
         out[:] = raw.view("<f4") if type_id == F32 else (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
         return out
-    pick(DEQUANTIZE, raw.shape[0] * cols)(type_id, *decode_run(type_id), raw, F16_TABLE, out)
+    pick(DEQUANTIZE, raw.shape[0] * cols)(type_id, *decode_run(type_id), raw, out)
     return out
 
 

@@ -21,14 +21,13 @@ from ..weights.quants_matrix import QuantExperts
 from .moe import ACTIVATION_CODES, _activate, group_by_expert
 from .moe import experts as float_experts
 from .quant import ROWS_PER_TASK, STAMP, linear, x_sums
-from .quant_blocks import F16_TABLE
 from .quant_dots import ACC_LANES, row_dot
 from .quant_simd import LANES
 from .threads import pick, serial_and_parallel
 
 
 def _one_token(loop, stamp=STAMP):
-    def one_token(gate_up_type, down_type, x, xs, top_k_index, top_k_weights, gate_up, down, act, f16, out):
+    def one_token(gate_up_type, down_type, x, xs, top_k_index, top_k_weights, gate_up, down, act, out):
         """x (hidden,) through its k experts: out (hidden,) += sum_s weight_s * expert_s(x)."""
         assert stamp  # binds the source stamp into the cache key (`quant.source_stamp`)
         inter = gate_up.shape[1] // 2
@@ -39,8 +38,8 @@ def _one_token(loop, stamp=STAMP):
             for task in loop((inter + ROWS_PER_TASK - 1) // ROWS_PER_TASK):  # gate row r, up row r
                 acc = np.empty(ACC_LANES, np.float32)
                 for r in range(task * ROWS_PER_TASK, min(inter, (task + 1) * ROWS_PER_TASK)):
-                    g = row_dot(gate_up_type, gate_up[e, r], x, xs, acc, f16)
-                    u = row_dot(gate_up_type, gate_up[e, inter + r], x, xs, acc, f16)
+                    g = row_dot(gate_up_type, gate_up[e, r], x, xs, acc)
+                    u = row_dot(gate_up_type, gate_up[e, inter + r], x, xs, acc)
                     hidden[r] = _activate(g, act) * u
             for i in range(inter // LANES):
                 hidden_sums[i] = hidden[LANES * i : LANES * (i + 1)].sum()
@@ -48,7 +47,7 @@ def _one_token(loop, stamp=STAMP):
             for task in loop((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
                 acc = np.empty(ACC_LANES, np.float32)
                 for o in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
-                    out[o] += top_k_weights[s] * row_dot(down_type, down[e, o], hidden, hidden_sums, acc, f16)
+                    out[o] += top_k_weights[s] * row_dot(down_type, down[e, o], hidden, hidden_sums, acc)
 
     return one_token
 
@@ -77,7 +76,7 @@ def experts(x: np.ndarray, top_k_index: np.ndarray, top_k_weights: np.ndarray, w
     if x.shape[0] == 1 and act in ACTIVATION_CODES:
         work = top_k_index.size * gate_up.shape[1] * gate_up.shape[2] * 3 // 2  # gate, up and down of k experts
         kernel = pick(ONE_TOKEN, work)
-        kernel(gate_up.type_id, down.type_id, x[0], x_sums(x)[0], top_k_index[0], top_k_weights[0], gate_up.raw, down.raw, ACTIVATION_CODES[act], F16_TABLE, out[0])
+        kernel(gate_up.type_id, down.type_id, x[0], x_sums(x)[0], top_k_index[0], top_k_weights[0], gate_up.raw, down.raw, ACTIVATION_CODES[act], out[0])
         return out
     k = top_k_index.shape[1]
     pairs, starts = group_by_expert(top_k_index, gate_up.shape[0])
