@@ -86,6 +86,16 @@ def test_kernel_dequantize_is_the_twin_bit_for_bit(name):
             assert same_bits(out, expected)
 
 
+def test_any_leading_shape_of_x():
+    """x (batch, seq, cols) and (cols,) as well as (n, cols), in both products."""
+    raw, cols, rng = drawn_matrix("Q5_K", 3, 1, 6)
+    for shape in [(2, 5, cols), (cols,), (1, 1, cols)]:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        twin = dequantize_linear(x, raw, TYPE_IDS["Q5_K"], cols)
+        assert twin.shape == (*shape[:-1], 3)
+        assert_close(quant.linear(x, raw, TYPE_IDS["Q5_K"], cols), twin)
+
+
 def test_read_only_mapped_blocks():
     """Blocks as the model holds them: a read-only view of a buffer (the mapped file)."""
     raw, cols, rng = drawn_matrix("Q4_K", 6, 2, 7)

@@ -113,9 +113,11 @@ def dequantize(raw: np.ndarray, type_id: int, cols: int, out: np.ndarray | None 
 
 
 def linear(x: np.ndarray, raw: np.ndarray, type_id: int, cols: int) -> np.ndarray:
-    """x (n, cols) @ W.T for W (rows, cols) stored as GGUF blocks raw (rows, row_bytes) -> (n, rows)
+    """x (..., cols) @ W.T for W (rows, cols) stored as GGUF blocks raw (rows, row_bytes) -> (..., rows)
     float32: the contract of `quants_matrix.dequantize_linear`."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:  # (batch, seq, cols) too
+        return linear(x.reshape(-1, x.shape[-1]), raw, type_id, cols).reshape(*x.shape[:-1], raw.shape[0])
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     if raw.ndim != 2 or raw.shape[1] != row_bytes(type_id, cols) or x.shape[-1] != cols:
         raise ValueError(f"{GGML_TYPES[type_id].name}: x {x.shape} against rows of {raw.shape[1:]} bytes for {cols} columns")

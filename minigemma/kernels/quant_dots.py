@@ -25,7 +25,7 @@ from numba import njit
 from .linear import _as_float32 as as_float32
 from .quant_blocks import BF16, F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, _half, _scale_min, _word
 from .threads import FASTMATH
-from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fma32_int8, fma32_word
+from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fma32_bytes, fma32_int8, fma32_word
 
 ACC_LANES = 8 * LANES  # eight slots of partial sums
 
@@ -93,10 +93,8 @@ def dot_q4_k(row, x, xs, acc):
             sc0, m0 = _scale_min(row, o + 4, 2 * c)
             sc1, m1 = _scale_min(row, o + 4, 2 * c + 1)
             q, xv = o + 16 + 32 * c, v + 64 * c
-            fma16_bytes(acc, 0, row, q, 0, 15, q, 0, 0, d * sc0, x, xv)
-            fma16_bytes(acc, 16, row, q + 16, 0, 15, q + 16, 0, 0, d * sc0, x, xv + 16)
-            fma16_bytes(acc, 32, row, q, 4, 15, q, 0, 0, d * sc1, x, xv + 32)
-            fma16_bytes(acc, 48, row, q + 16, 4, 15, q + 16, 0, 0, d * sc1, x, xv + 48)
+            fma32_bytes(acc, 0, row, q, 0, 15, q, 0, 0, d * sc0, x, xv)
+            fma32_bytes(acc, 16, row, q, 4, 15, q, 0, 0, d * sc1, x, xv + 32)
             k = xv // 16
             mins += dmin * m0 * (xs[k] + xs[k + 1]) + dmin * m1 * (xs[k + 2] + xs[k + 3])
     return -mins
@@ -112,10 +110,8 @@ def dot_q5_k(row, x, xs, acc):
             sc0, m0 = _scale_min(row, o + 4, 2 * c)
             sc1, m1 = _scale_min(row, o + 4, 2 * c + 1)
             q, xv = o + 48 + 32 * c, v + 64 * c
-            fma16_bytes(acc, 0, row, q, 0, 15, o + 16, 2 * c, 1, d * sc0, x, xv)
-            fma16_bytes(acc, 16, row, q + 16, 0, 15, o + 32, 2 * c, 1, d * sc0, x, xv + 16)
-            fma16_bytes(acc, 32, row, q, 4, 15, o + 16, 2 * c + 1, 1, d * sc1, x, xv + 32)
-            fma16_bytes(acc, 48, row, q + 16, 4, 15, o + 32, 2 * c + 1, 1, d * sc1, x, xv + 48)
+            fma32_bytes(acc, 0, row, q, 0, 15, o + 16, 2 * c, 1, d * sc0, x, xv)
+            fma32_bytes(acc, 16, row, q, 4, 15, o + 16, 2 * c + 1, 1, d * sc1, x, xv + 32)
             k = xv // 16
             mins += dmin * m0 * (xs[k] + xs[k + 1]) + dmin * m1 * (xs[k + 2] + xs[k + 3])
     return -mins

@@ -24,10 +24,12 @@ AVX-512 register, two AVX2 ones). First the 16 integers q, in one of three ways:
         out[a:a+16] = float(q - offset) * scale + add   dequantization, exact: the twins' roundings
                                                         (add -0.0 to add nothing, even to -0.0)
 
-For a whole 32-value block (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), one accumulator update serves both
+For 32 values under one scale (a Q8_0 ... Q5_1 block, a Q4_K / Q5_K sub-block), one accumulator update serves both
 halves, which saves a third of the steps:
 
     fma32_int8(acc, a, row, o, scale, x, xo)     q = int8(row[o:o+32])
+    fma32_bytes(acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo)
+        q = the `bytes` form at o, ho, then at o + 16, ho + 16 (a K-quant sub-block of 32)
     fma32_word(acc, a, row, o, word, scale, x, xo)
         q = (row[o:o+16] & 15 | bits 0..15 of word << 4), then (row[o:o+16] >> 4 | bits 16..31 << 4)
         (word = 0: Q4_0 and Q4_1's plain nibbles)
@@ -88,20 +90,21 @@ class _Args:
             index = self.builder.add(index, ir.Constant(ir.IntType(64), plus))
         return _pointer(self.context, self.builder, self.signature.args[i], self.args[i], index, element)
 
-    def bytes(self, i, index_at=None):
-        """<16 x i32> of the 16 unsigned bytes of array argument i at the index in `index_at`."""
-        return self.builder.zext(self.builder.load(self.at(i, ir.VectorType(_I8, LANES), index_at), align=1), _I32V)
+    def bytes(self, i, index_at=None, plus=0):
+        """<16 x i32> of the 16 unsigned bytes of array argument i at the index in `index_at`, + plus."""
+        return self.builder.zext(self.builder.load(self.at(i, ir.VectorType(_I8, LANES), index_at, plus), align=1), _I32V)
 
 
 def _field(b, lanes, shift, mask):
     return b.and_(b.lshr(lanes, shift), mask)
 
 
-def _q_bytes(a, i):
-    """q of the `bytes` form, from arguments row, o, shift, mask, ho, hshift, hmask at i .. i + 6."""
+def _q_bytes(a, i, plus=0):
+    """q of the `bytes` form, from arguments row, o, shift, mask, ho, hshift, hmask at i .. i + 6
+    (bytes o + plus and ho + plus ..)."""
     b = a.builder
-    low = _field(b, a.bytes(i), a.int32(i + 2), a.int32(i + 3))
-    high = _field(b, a.bytes(i, index_at=i + 4), a.int32(i + 5), a.int32(i + 6))
+    low = _field(b, a.bytes(i, plus=plus), a.int32(i + 2), a.int32(i + 3))
+    high = _field(b, a.bytes(i, index_at=i + 4, plus=plus), a.int32(i + 5), a.int32(i + 6))
     return b.or_(low, b.shl(high, ir.Constant(_I32V, [4] * LANES)))
 
 
@@ -200,6 +203,11 @@ def fma16_int8(typingctx, acc, a, row, o, scale, x, xo):
 @intrinsic
 def fma32_int8(typingctx, acc, a, row, o, scale, x, xo):
     return _typed((acc, a, row, o, scale, x, xo), lambda v: _fma_pair(v, (_q_int8(v, 2), _q_int8(v, 2, LANES)), 4))
+
+
+@intrinsic
+def fma32_bytes(typingctx, acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo):
+    return _typed((acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo), lambda v: _fma_pair(v, (_q_bytes(v, 2), _q_bytes(v, 2, LANES)), 9))
 
 
 @intrinsic

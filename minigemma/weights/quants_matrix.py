@@ -24,14 +24,15 @@ BLOCK_ROWS = 256  # rows dequantized at a time by the twin (256 x 8192 floats = 
 
 
 def dequantize_linear(x: np.ndarray, raw: np.ndarray, type_id: int, cols: int) -> np.ndarray:
-    """x (n, cols) float32 @ W.T for W (rows, cols) stored as GGUF blocks raw (rows, row_bytes)
-    -> (n, rows) float32: dequantize, then multiply, a block of rows at a time."""
+    """x (..., cols) float32 @ W.T for W (rows, cols) stored as GGUF blocks raw (rows, row_bytes)
+    -> (..., rows) float32: dequantize, then multiply, a block of rows at a time."""
     x = np.asarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], raw.shape[0]), np.float32)
+    flat = x.reshape(-1, x.shape[-1])  # (batch, seq, cols) too
+    out = np.empty((flat.shape[0], raw.shape[0]), np.float32)
     for r0 in range(0, raw.shape[0], BLOCK_ROWS):
         block = dequantize(raw[r0 : r0 + BLOCK_ROWS], type_id, cols)  # (rows, cols): the only float32 copy
-        out[:, r0 : r0 + len(block)] = x @ block.T
-    return out
+        out[:, r0 : r0 + len(block)] = flat @ block.T
+    return out.reshape(*x.shape[:-1], raw.shape[0])
 
 
 @dataclass(frozen=True)
