@@ -27,7 +27,7 @@ from .quant_blocks import BF16, F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6
 from .threads import FASTMATH
 from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fma32_bytes, fma32_int8, fma32_word
 
-ACC_LANES = 8 * LANES  # eight slots of partial sums
+ACC_LANES = 4 * LANES  # four slots of partial sums: zeroed and summed once a row
 
 
 @njit(fastmath=FASTMATH)
@@ -93,8 +93,9 @@ def dot_q4_k(row, x, xs, acc):
             sc0, m0 = _scale_min(row, o + 4, 2 * c)
             sc1, m1 = _scale_min(row, o + 4, 2 * c + 1)
             q, xv = o + 16 + 32 * c, v + 64 * c
-            fma32_bytes(acc, 0, row, q, 0, 15, q, 0, 0, d * sc0, x, xv)
-            fma32_bytes(acc, 16, row, q, 4, 15, q, 0, 0, d * sc1, x, xv + 32)
+            slot = 32 * (c & 1)
+            fma32_bytes(acc, slot, row, q, 0, 15, q, 0, 0, d * sc0, x, xv)
+            fma32_bytes(acc, slot + 16, row, q, 4, 15, q, 0, 0, d * sc1, x, xv + 32)
             k = xv // 16
             mins += dmin * m0 * (xs[k] + xs[k + 1]) + dmin * m1 * (xs[k + 2] + xs[k + 3])
     return -mins
@@ -110,8 +111,9 @@ def dot_q5_k(row, x, xs, acc):
             sc0, m0 = _scale_min(row, o + 4, 2 * c)
             sc1, m1 = _scale_min(row, o + 4, 2 * c + 1)
             q, xv = o + 48 + 32 * c, v + 64 * c
-            fma32_bytes(acc, 0, row, q, 0, 15, o + 16, 2 * c, 1, d * sc0, x, xv)
-            fma32_bytes(acc, 16, row, q, 4, 15, o + 16, 2 * c + 1, 1, d * sc1, x, xv + 32)
+            slot = 32 * (c & 1)
+            fma32_bytes(acc, slot, row, q, 0, 15, o + 16, 2 * c, 1, d * sc0, x, xv)
+            fma32_bytes(acc, slot + 16, row, q, 4, 15, o + 16, 2 * c + 1, 1, d * sc1, x, xv + 32)
             k = xv // 16
             mins += dmin * m0 * (xs[k] + xs[k + 1]) + dmin * m1 * (xs[k + 2] + xs[k + 3])
     return -mins
@@ -127,7 +129,7 @@ def dot_q6_k(row, x, xs, acc):
             for k in range(4):  # values 128h + 32k + l: nibble k >> 1 of ql byte 32 (k & 1) + l, bits 2k of qh
                 for lh in range(2):  # l < 16, l >= 16: two sub-blocks of 16, each its own scale
                     s = d * np.float32(np.int8(row[o + 192 + 8 * h + 2 * k + lh]))
-                    xv, slot = v + 128 * h + 32 * k + 16 * lh, 16 * ((2 * k + lh) & 7)
+                    xv, slot = v + 128 * h + 32 * k + 16 * lh, 16 * ((2 * k + lh) & 3)
                     ql, qh = o + 64 * h + 32 * (k & 1) + 16 * lh, o + 128 + 32 * h + 16 * lh
                     fma16_bytes(acc, slot, row, ql, 4 * (k >> 1), 15, qh, 2 * k, 3, s, x, xv)
                     offsets += s * xs[xv // 16]
@@ -139,7 +141,7 @@ def dot_f32(row, x, xs, acc):
     """Rows of plain floats: 16 values at a time, the last few (cols % 16) one by one."""
     whole = x.shape[0] // LANES
     for i in range(whole):
-        fma16_f32(acc, LANES * (i & 7), row, 4 * LANES * i, x, LANES * i)
+        fma16_f32(acc, LANES * (i & 3), row, 4 * LANES * i, x, LANES * i)
     rest = np.float32(0.0)
     for j in range(LANES * whole, x.shape[0]):
         bits = np.uint32(row[4 * j]) | (np.uint32(row[4 * j + 1]) << 8) | (np.uint32(row[4 * j + 2]) << 16) | (np.uint32(row[4 * j + 3]) << 24)
@@ -151,7 +153,7 @@ def dot_f32(row, x, xs, acc):
 def dot_f16(row, x, xs, acc):
     whole = x.shape[0] // LANES
     for i in range(whole):
-        fma16_f16(acc, LANES * (i & 7), row, 2 * LANES * i, x, LANES * i)
+        fma16_f16(acc, LANES * (i & 3), row, 2 * LANES * i, x, LANES * i)
     rest = np.float32(0.0)
     for j in range(LANES * whole, x.shape[0]):
         rest += _half(row, 2 * j) * x[j]
@@ -162,7 +164,7 @@ def dot_f16(row, x, xs, acc):
 def dot_bf16(row, x, xs, acc):
     whole = x.shape[0] // LANES
     for i in range(whole):
-        fma16_bf16(acc, LANES * (i & 7), row, 2 * LANES * i, x, LANES * i)
+        fma16_bf16(acc, LANES * (i & 3), row, 2 * LANES * i, x, LANES * i)
     rest = np.float32(0.0)
     for j in range(LANES * whole, x.shape[0]):
         rest += as_float32((np.uint32(row[2 * j]) | (np.uint32(row[2 * j + 1]) << 8)) << 16) * x[j]
