@@ -25,6 +25,9 @@ import numpy as np
 from ..weights.quants import GGML_TYPES, TYPE_IDS, ggml_type, row_bytes
 from .linear import GEMV_MAX_ROWS
 from .linear import linear as float_linear
+from ..weights import quants as type_table
+from . import linear as float_kernels
+from . import moe as float_moe
 from . import quant_blocks, quant_dots, quant_simd
 from .quant_blocks import decode
 from .quant_dots import ACC_LANES, row_dot
@@ -47,7 +50,8 @@ def source_stamp(*modules) -> int:
     return int.from_bytes(digest[:7], "little") | 1
 
 
-STAMP = source_stamp(quant_blocks, quant_dots, quant_simd)
+# everything the kernels here and in quant_moe.py compile in from other files
+STAMP = source_stamp(quant_blocks, quant_dots, quant_simd, float_kernels, float_moe, type_table)
 
 
 def x_sums(x: np.ndarray) -> np.ndarray:
