@@ -30,7 +30,7 @@ from . import linear as float_kernels
 from . import moe as float_moe
 from . import quant_blocks, quant_dots, quant_simd
 from .quant_blocks import decode
-from .quant_dots import ACC_LANES, row_dot
+from .quant_dots import ACC_LANES, rows_dot
 from .quant_simd import LANES
 from .threads import pick, serial_and_parallel
 
@@ -68,9 +68,9 @@ def _gemv(loop, stamp=STAMP):
         rows = raw.shape[0]
         for task in loop((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
             acc = np.empty(ACC_LANES, np.float32)  # partial sums, in L1
-            for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
-                for t in range(x.shape[0]):  # the row's bytes stay in L1 while x's rows pass
-                    out[t, r] = row_dot(type_id, raw[r], x[t], xs[t], acc)
+            r0, r1 = task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)
+            for t in range(x.shape[0]):  # the task's rows (16 x a few KB) stay in L1 while x's rows pass
+                rows_dot(type_id, raw, r0, r1, x[t], xs[t], acc, out[t])
 
     return gemv
 

@@ -30,7 +30,7 @@ from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fm
 ACC_LANES = 4 * LANES  # four slots of partial sums: zeroed and summed once a row
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q8_0(row, x, xs, acc):
     for b in range(x.shape[0] // 32):
         o, v, slot = 34 * b, 32 * b, 16 * (b & 3)
@@ -39,7 +39,7 @@ def dot_q8_0(row, x, xs, acc):
     return np.float32(0.0)
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q4_0(row, x, xs, acc):
     offsets = np.float32(0.0)  # sum of d * (sum of the block's x): the "- 8" of every value
     for b in range(x.shape[0] // 32):
@@ -50,7 +50,7 @@ def dot_q4_0(row, x, xs, acc):
     return -8 * offsets
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q4_1(row, x, xs, acc):
     mins = np.float32(0.0)
     for b in range(x.shape[0] // 32):
@@ -61,7 +61,7 @@ def dot_q4_1(row, x, xs, acc):
     return mins
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q5_0(row, x, xs, acc):
     offsets = np.float32(0.0)
     for b in range(x.shape[0] // 32):
@@ -72,7 +72,7 @@ def dot_q5_0(row, x, xs, acc):
     return -16 * offsets
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q5_1(row, x, xs, acc):
     mins = np.float32(0.0)
     for b in range(x.shape[0] // 32):
@@ -83,7 +83,7 @@ def dot_q5_1(row, x, xs, acc):
     return mins
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q4_k(row, x, xs, acc):
     mins = np.float32(0.0)
     for b in range(x.shape[0] // 256):
@@ -101,7 +101,7 @@ def dot_q4_k(row, x, xs, acc):
     return -mins
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q5_k(row, x, xs, acc):
     mins = np.float32(0.0)
     for b in range(x.shape[0] // 256):
@@ -119,7 +119,7 @@ def dot_q5_k(row, x, xs, acc):
     return -mins
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_q6_k(row, x, xs, acc):
     offsets = np.float32(0.0)  # the "- 32" of every value
     for b in range(x.shape[0] // 256):
@@ -136,7 +136,7 @@ def dot_q6_k(row, x, xs, acc):
     return -32 * offsets
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_f32(row, x, xs, acc):
     """Rows of plain floats: 16 values at a time, the last few (cols % 16) one by one."""
     whole = x.shape[0] // LANES
@@ -149,7 +149,7 @@ def dot_f32(row, x, xs, acc):
     return rest
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_f16(row, x, xs, acc):
     whole = x.shape[0] // LANES
     for i in range(whole):
@@ -160,7 +160,7 @@ def dot_f16(row, x, xs, acc):
     return rest
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
 def dot_bf16(row, x, xs, acc):
     whole = x.shape[0] // LANES
     for i in range(whole):
@@ -171,33 +171,37 @@ def dot_bf16(row, x, xs, acc):
     return rest
 
 
-@njit
-def row_dot(type_id, row, x, xs, acc):
-    """row (row_bytes,) of blocks . x (cols,); xs: sums of x by 16; acc: ACC_LANES scratch.
+@njit(fastmath=FASTMATH)
+def rows_dot(type_id, raw, r0, r1, x, xs, acc, out):
+    """out[r] = raw[r] . x for rows r0 .. r1 of blocks raw (rows, row_bytes); x (cols,); xs: sums
+    of x by 16; acc: ACC_LANES scratch.
 
-    A call per row, the type chosen at run time: each dot is compiled (and cached) once, not once
-    per kernel and type, and one branch per row costs nothing next to the row's thousands of values."""
-    acc[:] = 0.0
-    if type_id == Q8_0:
-        scalar = dot_q8_0(row, x, xs, acc)
-    elif type_id == Q4_0:
-        scalar = dot_q4_0(row, x, xs, acc)
-    elif type_id == Q4_1:
-        scalar = dot_q4_1(row, x, xs, acc)
-    elif type_id == Q5_0:
-        scalar = dot_q5_0(row, x, xs, acc)
-    elif type_id == Q5_1:
-        scalar = dot_q5_1(row, x, xs, acc)
-    elif type_id == Q4_K:
-        scalar = dot_q4_k(row, x, xs, acc)
-    elif type_id == Q5_K:
-        scalar = dot_q5_k(row, x, xs, acc)
-    elif type_id == Q6_K:
-        scalar = dot_q6_k(row, x, xs, acc)
-    elif type_id == F32:
-        scalar = dot_f32(row, x, xs, acc)
-    elif type_id == F16:
-        scalar = dot_f16(row, x, xs, acc)
-    else:  # BF16, the last of `quants.GGML_TYPES`
-        scalar = dot_bf16(row, x, xs, acc)
-    return acc.sum() + scalar
+    The dots are inlined here, in one compiled (and cached) function for all types: called once
+    for a run of rows, so that a narrow row (640 values of a tied head) pays no call of its own,
+    and the type's branch costs nothing next to a row's work."""
+    for r in range(r0, r1):
+        row = raw[r]
+        acc[:] = 0.0
+        if type_id == Q8_0:
+            scalar = dot_q8_0(row, x, xs, acc)
+        elif type_id == Q4_0:
+            scalar = dot_q4_0(row, x, xs, acc)
+        elif type_id == Q4_1:
+            scalar = dot_q4_1(row, x, xs, acc)
+        elif type_id == Q5_0:
+            scalar = dot_q5_0(row, x, xs, acc)
+        elif type_id == Q5_1:
+            scalar = dot_q5_1(row, x, xs, acc)
+        elif type_id == Q4_K:
+            scalar = dot_q4_k(row, x, xs, acc)
+        elif type_id == Q5_K:
+            scalar = dot_q5_k(row, x, xs, acc)
+        elif type_id == Q6_K:
+            scalar = dot_q6_k(row, x, xs, acc)
+        elif type_id == F32:
+            scalar = dot_f32(row, x, xs, acc)
+        elif type_id == F16:
+            scalar = dot_f16(row, x, xs, acc)
+        else:  # BF16, the last of `quants.GGML_TYPES`
+            scalar = dot_bf16(row, x, xs, acc)
+        out[r] = acc.sum() + scalar

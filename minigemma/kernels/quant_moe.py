@@ -6,7 +6,7 @@ mapped file; a token reads the blocks of its k experts only, so the bytes per to
 the experts, whatever their total size on disk.
 
 One token (decoding): one jitted call walks the token's experts; for each, the gate and up rows
-are dotted with x in place (`quant_dots.row_dot`), the activation fused in, then the down rows
+are dotted with x in place (`quant_dots.rows_dot`), the activation fused in, then the down rows
 with the hidden vector, parallel over rows, as `kernels/moe.py` does with float32 experts.
 Many tokens (prefill): the (token, slot) pairs grouped by expert with the same counting sort,
 then each active expert's two products through `quant.linear` (GEMV or dequantize-into-BLAS).
@@ -21,7 +21,7 @@ from ..weights.quants_matrix import QuantExperts
 from .moe import ACTIVATION_CODES, _activate, group_by_expert
 from .moe import experts as float_experts
 from .quant import ROWS_PER_TASK, STAMP, linear, x_sums
-from .quant_dots import ACC_LANES, row_dot
+from .quant_dots import ACC_LANES, rows_dot
 from .quant_simd import LANES
 from .threads import pick, serial_and_parallel
 
@@ -30,24 +30,28 @@ def _one_token(loop, stamp=STAMP):
     def one_token(gate_up_type, down_type, x, xs, top_k_index, top_k_weights, gate_up, down, act, out):
         """x (hidden,) through its k experts: out (hidden,) += sum_s weight_s * expert_s(x)."""
         assert stamp  # binds the source stamp into the cache key (`quant.source_stamp`)
-        inter = gate_up.shape[1] // 2
+        inter, rows = gate_up.shape[1] // 2, out.shape[0]
+        gate_and_up = np.empty(2 * inter, np.float32)
         hidden = np.empty(inter, np.float32)
         hidden_sums = np.empty(inter // LANES, np.float32)
+        y = np.empty(rows, np.float32)
         for s in range(top_k_index.shape[0]):
             e = top_k_index[s]
-            for task in loop((inter + ROWS_PER_TASK - 1) // ROWS_PER_TASK):  # gate row r, up row r
+            for task in loop((inter + ROWS_PER_TASK - 1) // ROWS_PER_TASK):  # gate rows r, up rows inter + r
                 acc = np.empty(ACC_LANES, np.float32)
-                for r in range(task * ROWS_PER_TASK, min(inter, (task + 1) * ROWS_PER_TASK)):
-                    g = row_dot(gate_up_type, gate_up[e, r], x, xs, acc)
-                    u = row_dot(gate_up_type, gate_up[e, inter + r], x, xs, acc)
-                    hidden[r] = _activate(g, act) * u
+                r0, r1 = task * ROWS_PER_TASK, min(inter, (task + 1) * ROWS_PER_TASK)
+                rows_dot(gate_up_type, gate_up[e], r0, r1, x, xs, acc, gate_and_up)
+                rows_dot(gate_up_type, gate_up[e], inter + r0, inter + r1, x, xs, acc, gate_and_up)
+                for r in range(r0, r1):
+                    hidden[r] = _activate(gate_and_up[r], act) * gate_and_up[inter + r]
             for i in range(inter // LANES):
                 hidden_sums[i] = hidden[LANES * i : LANES * (i + 1)].sum()
-            rows = out.shape[0]
             for task in loop((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
                 acc = np.empty(ACC_LANES, np.float32)
-                for o in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
-                    out[o] += top_k_weights[s] * row_dot(down_type, down[e, o], hidden, hidden_sums, acc)
+                o0, o1 = task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)
+                rows_dot(down_type, down[e], o0, o1, hidden, hidden_sums, acc, y)
+                for o in range(o0, o1):
+                    out[o] += top_k_weights[s] * y[o]
 
     return one_token
 
