@@ -3,10 +3,13 @@ float32 BLAS GEMV of the same shape (and the machine's read rate, the roofline).
 
     python -m benchmarks.quant_gemv                       # E2B-like shapes, every type
     python -m benchmarks.quant_gemv --shapes 256x1024 --types Q4_0,Q4_K --repeats 3   # small
+    python -m benchmarks.quant_gemv --shapes 262144x640 --types Q8_0 --prefill 0  # Gemma 3 270M's tied head
 
 Decoding is a GEMV per weight matrix, bound by the bytes it reads: the row "GB/s" is the stored
 bytes of the matrix over the time, so a type at the roofline's GB/s is as fast as the memory
-allows, and its speed-up over float32 is at most 4 bytes / its bytes per weight. Also the
+allows, and its speed-up over float32 is at most 4 bytes / its bytes per weight. (Small shapes
+fit in the last-level cache, where repeated products read faster than memory: the E2B-like
+shapes of a real decode step do not.) Also the
 prefill path (`--prefill N` rows of x: block-wise dequantize into BLAS) against float32 BLAS.
 Random blocks (valid scales, random packed values); prints a Markdown table and one JSON line.
 """
