@@ -25,7 +25,7 @@ from numba import njit
 from .linear import _as_float32 as as_float32
 from .quant_blocks import BF16, F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, _half, _scale_min, _word
 from .threads import FASTMATH
-from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fma32_bytes, fma32_int8, fma32_word
+from .quant_simd import LANES, fma16_bf16, fma16_bytes, fma16_f16, fma16_f32, fma32_bytes, fma32_bytes2, fma32_int8, fma32_word
 
 ACC_LANES = 4 * LANES  # four slots of partial sums: zeroed and summed once a row
 
@@ -127,12 +127,13 @@ def dot_q6_k(row, x, xs, acc):
         d = _half(row, o + 208)
         for h in range(2):  # halves of 128 values: ql[64h : 64h + 64], qh[32h : 32h + 32]
             for k in range(4):  # values 128h + 32k + l: nibble k >> 1 of ql byte 32 (k & 1) + l, bits 2k of qh
-                for lh in range(2):  # l < 16, l >= 16: two sub-blocks of 16, each its own scale
-                    s = d * np.float32(np.int8(row[o + 192 + 8 * h + 2 * k + lh]))
-                    xv, slot = v + 128 * h + 32 * k + 16 * lh, 16 * ((2 * k + lh) & 3)
-                    ql, qh = o + 64 * h + 32 * (k & 1) + 16 * lh, o + 128 + 32 * h + 16 * lh
-                    fma16_bytes(acc, slot, row, ql, 4 * (k >> 1), 15, qh, 2 * k, 3, s, x, xv)
-                    offsets += s * xs[xv // 16]
+                # l < 16 and l >= 16: two sub-blocks of 16, each its own scale
+                s0 = d * np.float32(np.int8(row[o + 192 + 8 * h + 2 * k]))
+                s1 = d * np.float32(np.int8(row[o + 192 + 8 * h + 2 * k + 1]))
+                xv = v + 128 * h + 32 * k
+                ql, qh = o + 64 * h + 32 * (k & 1), o + 128 + 32 * h
+                fma32_bytes2(acc, 16 * k, row, ql, 4 * (k >> 1), 15, qh, 2 * k, 3, s0, s1, x, xv)
+                offsets += s0 * xs[xv // 16] + s1 * xs[xv // 16 + 1]
     return -32 * offsets
 
 

@@ -30,6 +30,8 @@ halves, which saves a third of the steps:
     fma32_int8(acc, a, row, o, scale, x, xo)     q = int8(row[o:o+32])
     fma32_bytes(acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo)
         q = the `bytes` form at o, ho, then at o + 16, ho + 16 (a K-quant sub-block of 32)
+    fma32_bytes2(acc, a, row, o, shift, mask, ho, hshift, hmask, scale0, scale1, x, xo)
+        the same, each half of 16 with its own scale (two Q6_K sub-blocks)
     fma32_word(acc, a, row, o, word, scale, x, xo)
         q = (row[o:o+16] & 15 | bits 0..15 of word << 4), then (row[o:o+16] >> 4 | bits 16..31 << 4)
         (word = 0: Q4_0 and Q4_1's plain nibbles)
@@ -135,17 +137,21 @@ def _q_word_pair(a, i):
     return pair
 
 
-def _fma_pair(a, q_pair, scale_at):
+def _fma_pair(a, q_pair, scale_at, second_scale_at=None):
     """acc[a:a+16] += scale * (q0 * x[xo:xo+16] + q1 * x[xo+16:xo+32]): a whole 32-value block,
-    one update of the accumulator."""
+    one update of the accumulator (with a second scale: scale0 * q0 * x0 + scale1 * q1 * x1)."""
     b, n = a.builder, len(a.args)
     x0 = b.load(a.at(n - 2, _F32V), align=4)
     x1 = b.load(a.at(n - 2, _F32V, plus=LANES), align=4)
     q0, q1 = (b.sitofp(q, _F32V) for q in q_pair)
+    if second_scale_at is not None:  # each half its own scale (Q6_K's sub-blocks of 16)
+        q0 = b.fmul(q0, a.float32(scale_at), flags=("fast",))
+        q1 = b.fmul(q1, a.float32(second_scale_at), flags=("fast",))
     block = b.fadd(b.fmul(q0, x0, flags=("fast",)), b.fmul(q1, x1, flags=("fast",)), flags=("fast",))
+    if second_scale_at is None:
+        block = b.fmul(block, a.float32(scale_at), flags=("fast",))
     acc = a.at(0, _F32V)
-    total = b.fadd(b.load(acc, align=4), b.fmul(block, a.float32(scale_at), flags=("fast",)), flags=("fast",))
-    b.store(total, acc, align=4)
+    b.store(b.fadd(b.load(acc, align=4), block, flags=("fast",)), acc, align=4)
     return a.context.get_dummy_value()
 
 
@@ -208,6 +214,11 @@ def fma32_int8(typingctx, acc, a, row, o, scale, x, xo):
 @intrinsic
 def fma32_bytes(typingctx, acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo):
     return _typed((acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo), lambda v: _fma_pair(v, (_q_bytes(v, 2), _q_bytes(v, 2, LANES)), 9))
+
+
+@intrinsic
+def fma32_bytes2(typingctx, acc, a, row, o, shift, mask, ho, hshift, hmask, scale0, scale1, x, xo):
+    return _typed((acc, a, row, o, shift, mask, ho, hshift, hmask, scale0, scale1, x, xo), lambda v: _fma_pair(v, (_q_bytes(v, 2), _q_bytes(v, 2, LANES)), 9, 10))
 
 
 @intrinsic
