@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from minigemma import CheckpointError
 from minigemma.weights.quants import GGML_TYPES, TYPE_IDS, dequantize, ggml_type, row_bytes
-from minigemma.weights.quants_matrix import BLOCK_ROWS, QuantExperts, QuantMatrix, dequantize_linear
+from minigemma.weights.quants_matrix import BLOCK_ROWS, QuantExperts, QuantMatrix, dequantize_linear, quant_tensor
 
 # where each format keeps its float16 fields (byte offsets inside a block)
 HALF_FIELDS = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2],
@@ -136,3 +136,23 @@ def test_quant_experts_index_one_expert():
     assert experts.shape == (3, 4, 64) and len(experts) == 3
     np.testing.assert_array_equal(experts[2].f32(), experts.f32()[2])
     np.testing.assert_array_equal(experts[1].f32(), dequantize(raw[1], TYPE_IDS["Q8_0"], 64))
+
+
+def test_quant_tensor_views_a_buffer():
+    """A tensor inside a bigger buffer (a mapped file): a read-only view at its offset, 2-D or 3-D;
+    bytes beyond the buffer, or a type minigemma does not read, are named errors."""
+    rng = np.random.default_rng(2)
+    raw = random_blocks("Q5_1", 2 * 3, 2, rng)
+    buffer = bytes(7) + raw.tobytes() + bytes(5)
+    m = quant_tensor(buffer, 7, TYPE_IDS["Q5_1"], (6, 64))
+    assert isinstance(m, QuantMatrix) and not m.raw.flags.writeable
+    np.testing.assert_array_equal(m.f32(), dequantize(raw, TYPE_IDS["Q5_1"], 64))
+    e = quant_tensor(buffer, 7, TYPE_IDS["Q5_1"], (2, 3, 64))
+    assert isinstance(e, QuantExperts) and e.shape == (2, 3, 64)
+    np.testing.assert_array_equal(e.f32().reshape(6, 64), m.f32())
+    with pytest.raises(CheckpointError, match=r"Q5_1 \[6, 64\] needs bytes 13..301, the data has 300"):
+        quant_tensor(buffer, 13, TYPE_IDS["Q5_1"], (6, 64))
+    with pytest.raises(CheckpointError, match=r"GGML type 10 \(Q2_K\)"):
+        quant_tensor(buffer, 0, 10, (1, 256))
+    with pytest.raises(CheckpointError, match=r"found shape \[64\]"):
+        quant_tensor(buffer, 0, TYPE_IDS["Q5_1"], (64,))

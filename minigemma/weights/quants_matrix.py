@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quants import GGML_TYPES, dequantize
+from ..errors import CheckpointError
+from .quants import GGML_TYPES, dequantize, row_bytes
 
 BLOCK_ROWS = 256  # rows dequantized at a time by the twin (256 x 8192 floats = 8 MB)
 
@@ -88,3 +89,20 @@ class QuantExperts:
 
     def f32(self) -> np.ndarray:
         return dequantize(self.raw.reshape(-1, self.raw.shape[2]), self.type_id, self.cols).reshape(self.shape)
+
+
+def quant_tensor(buffer, offset: int, type_id: int, shape: tuple[int, ...], linear: Callable = dequantize_linear):
+    """A GGUF tensor's bytes in `buffer` (the mapped file), starting at byte `offset`, as a
+    `QuantMatrix` (shape (rows, cols)) or `QuantExperts` (experts, rows, cols): a view, nothing read.
+    `shape` is NumPy's order (GGUF lists the dimensions the other way round). A `CheckpointError`
+    names the type or the bytes that do not fit; the caller puts the file and tensor in front."""
+    if len(shape) not in (2, 3):
+        raise CheckpointError(f"expected a matrix or a stack of them, found shape {list(shape)}")
+    per_row = row_bytes(type_id, shape[-1])
+    count = int(np.prod(shape[:-1], dtype=np.int64)) * per_row
+    if offset < 0 or offset + count > len(buffer):
+        raise CheckpointError(f"{GGML_TYPES[type_id].name} {list(shape)} needs bytes {offset}..{offset + count}, the data has {len(buffer)}")
+    raw = np.frombuffer(buffer, np.uint8, count=count, offset=offset).reshape(*shape[:-1], per_row)
+    if len(shape) == 2:
+        return QuantMatrix(raw, type_id, shape[-1], linear)
+    return QuantExperts(raw, type_id, shape[-1], linear)
