@@ -11,35 +11,30 @@ AVX-512 register, two AVX2 ones). First the 16 integers q, in one of three ways:
     word:   q = ((row[o:o+16] >> shift) & 15)   | (((word >> (first + lane)) & 1) << 4)
     int8:   q = int8(row[o:o+16])
 
-(low nibbles: shift 0, mask 15; high nibbles: shift 4; no high bits: hmask 0), then either
+(low nibbles: shift 0, mask 15; high nibbles: shift 4; no high bits: hmask 0), then either, for
+the GEMV's dot products (fast math), 32 values under one scale per accumulator update:
 
-    fma16_bytes(acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo)
-    fma16_word(acc, a, row, o, shift, word, first, scale, x, xo)
-    fma16_int8(acc, a, row, o, scale, x, xo)
-        acc[a:a+16] += scale * q * x[xo:xo+16]          the GEMV: dot products, in fast math
-
-    put16_bytes(out, a, row, o, shift, mask, ho, hshift, hmask, offset, scale, add)
-    put16_word(out, a, row, o, shift, word, first, offset, scale, add)
-    put16_int8(out, a, row, o, scale)
-        out[a:a+16] = float(q - offset) * scale + add   dequantization, exact: the twins' roundings
-                                                        (add -0.0 to add nothing, even to -0.0)
-
-For 32 values under one scale (a Q8_0 ... Q5_1 block, a Q4_K / Q5_K sub-block), one accumulator update serves both
-halves, which saves a third of the steps:
-
-    fma32_int8(acc, a, row, o, scale, x, xo)     q = int8(row[o:o+32])
     fma32_bytes(acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo)
         q = the `bytes` form at o, ho, then at o + 16, ho + 16 (a K-quant sub-block of 32)
     fma32_bytes2(acc, a, row, o, shift, mask, ho, hshift, hmask, scale0, scale1, x, xo)
         the same, each half of 16 with its own scale (two Q6_K sub-blocks)
     fma32_word(acc, a, row, o, word, scale, x, xo)
-        q = (row[o:o+16] & 15 | bits 0..15 of word << 4), then (row[o:o+16] >> 4 | bits 16..31 << 4)
-        (word = 0: Q4_0 and Q4_1's plain nibbles)
+        q = the `word` form with shift 0 and first 0, then shift 4 and first 16: a Q4_x / Q5_x
+        block (word = 0: Q4_0 and Q4_1's plain nibbles)
+    fma32_int8(acc, a, row, o, scale, x, xo)     q = int8(row[o:o+32]), a Q8_0 block
         acc[a:a+16] += scale * (q[:16] * x[xo:xo+16] + q[16:] * x[xo+16:xo+32])
+
+or, for dequantization (exact: the twins' roundings, nothing fused), 16 values:
+
+    put16_bytes(out, a, row, o, shift, mask, ho, hshift, hmask, offset, scale, add)
+    put16_word(out, a, row, o, shift, word, first, offset, scale, add)
+    put16_int8(out, a, row, o, scale)
+        out[a:a+16] = float(q - offset) * scale + add   (add -0.0 to add nothing, even to -0.0)
 
 And for rows of plain floats, fma16_f32 / fma16_f16 / fma16_bf16(acc, a, row, o, x, xo):
 acc[a:a+16] += float32(16 values at byte o) * x[xo:xo+16] (MoE experts stored in F16, say), and
-put16_f16(out, a, row, o): out[a:a+16] = float32(16 float16 values at byte o).
+put16_f16(out, a, row, o): out[a:a+16] = float32(16 float16 values at byte o); and half_at(row, o),
+one float16 (a block's scale) widened by the CPU.
 
 The GEMV's accumulator is a small float32 array that stays in L1: the 16 sums per lane are added
 up once per row (`acc.sum()`), not once per block, and the offsets (what a value subtracts, a
@@ -185,25 +180,6 @@ def _typed(args, body):
         return body(_Args(context, builder, signature, values))
 
     return types.void(*args), codegen
-
-
-def _float(a, q):
-    return a.builder.sitofp(q, _F32V)
-
-
-@intrinsic
-def fma16_bytes(typingctx, acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo):
-    return _typed((acc, a, row, o, shift, mask, ho, hshift, hmask, scale, x, xo), lambda v: _fma(v, _float(v, _q_bytes(v, 2)), 9))
-
-
-@intrinsic
-def fma16_word(typingctx, acc, a, row, o, shift, word, first, scale, x, xo):
-    return _typed((acc, a, row, o, shift, word, first, scale, x, xo), lambda v: _fma(v, _float(v, _q_word(v, 2)), 7))
-
-
-@intrinsic
-def fma16_int8(typingctx, acc, a, row, o, scale, x, xo):
-    return _typed((acc, a, row, o, scale, x, xo), lambda v: _fma(v, _float(v, _q_int8(v, 2)), 4))
 
 
 @intrinsic
