@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..weights.quants import GGML_TYPES, TYPE_IDS, ggml_type, row_bytes
-from .linear import GEMV_MAX_ROWS
-from .linear import linear as float_linear
 from ..weights import quants as type_table
+from ..weights.quants import GGML_TYPES, TYPE_IDS, ggml_type, row_bytes
 from . import linear as float_kernels
 from . import moe as float_moe
 from . import quant_blocks, quant_dots, quant_simd
+from .linear import GEMV_MAX_ROWS
+from .linear import linear as float_linear
 from .quant_blocks import decode
 from .quant_dots import ACC_LANES, rows_dot
 from .quant_simd import LANES
