@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.engines import bandwidth
 from minigemma.kernels import quant
-from minigemma.kernels.threads import idle_core
+from minigemma.kernels.threads import PARALLEL_MIN_WORK
 from minigemma.weights.quants import GGML_TYPES, TYPE_IDS, row_bytes
 
 E2B_SHAPES = ["2048x1536", "1536x2048", "6144x1536", "1536x6144", "2048x8192", "8192x2048"]  # (rows, cols): q/o, MLP
@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     types = args.types.split(",")
-    print(f"idle core for the parallel kernels: {idle_core(int(time.monotonic()))}")
+    import numba
+
+    print(f"Numba threads: {numba.get_num_threads()} (parallel kernels from {PARALLEL_MIN_WORK} multiply-adds on)")
     if args.bandwidth_gib:
         roof = bandwidth(2, args.bandwidth_gib)["gb_s"]
         print(f"memory read rate (2 threads, the roofline): {roof:.1f} GB/s")
