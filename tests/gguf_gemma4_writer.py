@@ -48,7 +48,7 @@ def gguf_name(hf_name: str, names) -> str:
     return f"{names.get_name(stem)}.{suffix}"
 
 
-def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=True) -> dict[str, np.ndarray]:
+def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=True, chat_template=None) -> dict[str, np.ndarray]:
     """Write `model` (a `Gemma4ForCausalLM`) as a GGUF file; return the Hugging Face state dict it
     holds (float32, dequantized). `qtype_of(gguf_name, values)`: each tensor's GGML type (None: left
     out); rows too narrow for its blocks fall back to F16."""
@@ -99,6 +99,8 @@ def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=T
     w.add_unk_token_id(3)
     w.add_pad_token_id(0)
     w.add_add_bos_token(True)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     partial = cfg.rope_parameters[GLOBAL].get("partial_rotary_factor", 1.0)
     turning = int(global_head_dim * partial / 2)
