@@ -82,6 +82,12 @@ def test_config_matches_the_reference(ours, reference):
     assert text.attention_scaling == reference.model.layers[0].self_attn.scaling
 
 
+def test_generation_stops_at_eos_and_end_of_turn(ours, reference_tokenizer):
+    """The file has no generation config: <eos>, and <end_of_turn> found by name as llama.cpp does."""
+    assert ours.config.text.eos_token_id == (reference_tokenizer.eos_token_id, reference_tokenizer.convert_tokens_to_ids("<end_of_turn>"))
+    assert ours.tokenizer.token_id("eot_token") == reference_tokenizer.convert_tokens_to_ids("<end_of_turn>")
+
+
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_logits_match_the_reference(ours, reference, reference_tokenizer, prompt):
     ids = np.array(reference_tokenizer(prompt).input_ids)

@@ -92,9 +92,20 @@ def test_decode_of_any_ids_matches_the_reference(ours, reference, ids):
         assert ours.decode(ids, skip_special_tokens=skip) == reference.decode(ids, skip_special_tokens=skip)
 
 
+def test_generation_stops_where_llama_cpp_and_the_reference_stop(gguf_file, reference):
+    """<eos>, <turn|> and <|tool_response>: llama.cpp's end-of-generation pieces for Gemma 4, the ids
+    transformers' GGUF loader sets as Gemma 4's eos_token_id."""
+    from minigemma.generate.loop import stop_token_ids
+
+    model = minigemma.load(gguf_file, kernels=False)
+    expected = {reference.convert_tokens_to_ids(t) for t in ("<eos>", "<turn|>", "<|tool_response>")}
+    assert set(model.config.text.eos_token_id) == expected == stop_token_ids(model)
+
+
 def test_chat_template_and_special_tokens_come_from_the_metadata(ours, reference):
     messages = [{"role": "user", "content": "Hi there"}]
     assert ours.render_chat(messages) == reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert ours.encode_chat(messages) == reference.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)["input_ids"]
     assert (ours.bos_id, ours.token_id("eos_token")) == (reference.bos_token_id, reference.eos_token_id)
+    assert ours.token_id("eot_token") == reference.convert_tokens_to_ids("<turn|>")  # a chat turn's end
     assert np.all([ours.specials[t] == reference.convert_tokens_to_ids(t) for t in SPECIAL if t in ours.specials])

@@ -163,10 +163,9 @@ class Tokenizer:
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
         """The conversation as the checkpoint's chat template writes it (`apply_chat_template`)."""
         if self.chat_template is None:
-            raise InputError(
-                f"{self.path}: no chat template (expected `chat_template` in {CONFIG_FILE} or one of "
-                f"{', '.join(CHAT_TEMPLATE_FILES)})"
-            )
+            where = "tokenizer.chat_template in its metadata" if os.path.isfile(self.path) else (
+                f"`chat_template` in {CONFIG_FILE} or one of {', '.join(CHAT_TEMPLATE_FILES)}")
+            raise InputError(f"{self.path}: no chat template (expected {where})")
         return render_chat(self.chat_template, messages, self.named, add_generation_prompt, **kwargs)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> list[int]:

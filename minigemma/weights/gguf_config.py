@@ -21,6 +21,7 @@ parser (`text/config.py`) then reads the dict as it reads any checkpoint's:
 | global layers without `attn_v`                        | `attention_k_eq_v`                           |
 | `final_logit_softcapping`                             | `final_logit_softcapping`                    |
 | `tokenizer.ggml.{bos,eos,padding}_token_id`, `tokenizer.ggml.tokens` | token ids, `vocab_size`         |
+| end-of-turn pieces by name (`<end_of_turn>`, `<turn|>`, ...), as llama.cpp finds them | `eos_token_id` (a list)  |
 | no `output.weight` tensor                             | `tie_word_embeddings`                        |
 
 Gemma 3 files (the `Gemma3ForCausalLM` of `weights_tools/gguf_import.py`) say less: llama.cpp fixes
@@ -43,6 +44,7 @@ GEMMA3_27B_LAYERS = 62  # llama.cpp scales the 27B's queries by 1/sqrt(hidden / 
 ROTATED, STILL = 1.0, 1e30  # `rope_freqs` entries: a pair that turns, a pair divided to frequency ~0
 MODEL_TYPES = {"gemma4": "gemma4_text", "gemma3": "gemma3_text"}
 BLOCK_TENSOR = re.compile(r"^blk\.\d+\.")
+END_OF_TURN = ("<end_of_turn>", "<turn|>", "<|tool_response>")  # Gemma 3, Gemma 4 (llama.cpp's EOG names)
 SPECIAL_IDS = {"bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "padding_token_id"}
 
 
@@ -121,8 +123,18 @@ def hf_config(metadata: dict, tensor_names: set[str], rope_freqs, where: str) ->
     for field, key in SPECIAL_IDS.items():
         if f"tokenizer.ggml.{key}" in metadata:
             config[field] = metadata[f"tokenizer.ggml.{key}"]
+    config["eos_token_id"] = end_of_generation(metadata, config.get("eos_token_id"))
     gemma = gemma4_fields if arch == "gemma4" else gemma3_fields
     return config | gemma(m, n, config, tensor_names, rope_freqs)
+
+
+def end_of_generation(metadata: dict, eos) -> list[int]:
+    """Tokens that end a generation. A GGUF brings no generation_config.json; llama.cpp stops at
+    <eos> and at the end-of-turn pieces it knows by name (`llama-vocab.cpp`), as Gemma's own
+    generation config does (transformers' GGUF loader, too, sets Gemma 4's to <eos>, <turn|>,
+    <|tool_response>)."""
+    found = [i for i, piece in enumerate(metadata["tokenizer.ggml.tokens"]) if piece in END_OF_TURN]
+    return list(dict.fromkeys(([eos] if eos is not None else []) + found))
 
 
 def vocab_size(metadata: dict, where: str) -> int:

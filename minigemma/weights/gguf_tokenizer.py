@@ -39,6 +39,7 @@ SPECIAL_IDS = {  # named token -> GGUF metadata key
     "eot_token": "tokenizer.ggml.eot_token_id",
 }
 SUPPORTED = ("llama", "gemma4")
+END_OF_TURN = ("<turn|>", "<end_of_turn>")  # Gemma 4's, Gemma 3's
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
             if not isinstance(i, int) or not 0 <= i < len(tokens):
                 raise ConfigError(f"{where}: metadata {key}: expected a token id below {len(tokens)}, found {i!r}")
             named[name] = tokens[i]
+    eot = next((t for t in END_OF_TURN if t in vocab), None)  # llama.cpp finds it by name (`llama-vocab.cpp`)
+    if "eot_token" not in named and eot is not None:
+        named["eot_token"] = eot
     control = [t for t, k in zip(tokens, types) if k == CONTROL]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control + list(named.values())])
     # user-defined pieces, whole; a respelled space piece is no longer one (it merges like any other)
