@@ -3,9 +3,13 @@
 * Gemma 4, drawn small configs reaching every switch (PLE, KV sharing, double-wide MLP, k_eq_v
   with global KV heads, MoE, soft-cap, proportional RoPE), written as llama.cpp's converter writes
   them (`gguf_gemma4_writer.py`) in F32 / F16 / BF16 / Q8_0 / Q4_0. transformers' GGUF loader
-  refuses these files (per-layer `feed_forward_length` / `head_count_kv` arrays, DESIGN.md), so the
-  reference is transformers' float32 forward with the file's tensors (dequantized by the `gguf`
-  package) in place of its own: logits equal at 1e-4.
+  refuses these files when they carry per-layer `feed_forward_length` / `head_count_kv` arrays
+  (DESIGN.md), and gets the others wrong: checked on a 6-layer file with its default shapes
+  (head dims 256 / 512, 5:1 layers), it loads it but leaves `layer_scalar` (llama.cpp's
+  `layer_output_scale`) at its initial value and builds a random PLE, as it reads neither that
+  tensor nor `embedding_length_per_layer_input` = 0 (logits off by 10). So the reference is
+  transformers' float32 forward with the file's tensors (dequantized by the `gguf` package) in
+  place of its own: logits equal at 1e-4.
 * Gemma 3, drawn configs, written by `gguf_fixtures.write_gemma3_gguf` (norm +1 folded in), in the
   same types: the reference is transformers loading the very file (`from_pretrained(gguf_file=)`).
 * The config read from the metadata is the one the reference model was built from.
