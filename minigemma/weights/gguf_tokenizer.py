@@ -64,14 +64,13 @@ def merges_from_order(tokens: list[str]) -> list[tuple[str, str]]:
     the position as score): every split of a piece into two pieces of the vocabulary is a merge;
     merges of earlier pieces first, and of one piece, the split with the longer left part first."""
     vocab = {t: i for i, t in enumerate(tokens)}  # a repeated piece: its last id (as the reference)
-    merges = []  # (rank, -len(left), left, right): earlier pieces first, a longer left part first
-    for piece, rank in vocab.items():
-        for k in range(len(piece) - 1, 0, -1):
+    merges = []
+    for piece, _ in sorted(vocab.items(), key=lambda item: item[1]):  # by rank
+        for k in range(len(piece) - 1, 0, -1):  # the longer left part first
             left, right = piece[:k], piece[k:]
             if left in vocab and right in vocab:
-                merges.append((rank, -k, left, right))
-    merges.sort(key=lambda m: (m[0], m[1]))  # already in order unless a piece repeats: a cheap pass
-    return [(left, right) for _, _, left, right in merges]
+                merges.append((left, right))
+    return merges
 
 
 def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
