@@ -11,6 +11,11 @@ Read in this order:
     quants_k.py          the K-quants (Q4_K, Q5_K, Q6_K), each with its block layout drawn
     quants_matrix.py   `QuantMatrix` / `QuantExperts`: GGUF blocks kept as stored, multiplied by the
                        backend (the twin: dequantize a block of rows, then BLAS)
+    gguf.py            GGUF files (llama.cpp's): our own memory-mapped reader of header, metadata and
+                       tensor index, every malformation a named CheckpointError
+    gguf_config.py     a GGUF's metadata (gemma4 / gemma3) restated as config.json
+    gguf_tokenizer.py  its tokenizer, rebuilt in memory from the metadata (tokens, merges, specials)
+    gguf_weights.py    its tensors under Hugging Face names, kept in the map (`GGUFCheckpoint`)
 """
 
 from .checkpoint import Checkpoint, write_safetensors
