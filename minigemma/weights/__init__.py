@@ -6,6 +6,7 @@ Read in this order:
     checkpoint.py      safetensors, single file or sharded, memory-mapped, f32/f16/bf16 from raw bytes;
                        `StoredMatrix`: a weight kept as stored, multiplied by the backend's `linear`
     bf16.py            the NumPy twin of multiplying by bf16 weights (widen, then BLAS)
+    gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`)
 """
 
 from .checkpoint import Checkpoint, write_safetensors
