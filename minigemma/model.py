@@ -22,7 +22,9 @@ from .generate import loop as generation
 from .audio.tower import audio_soft_tokens, load_audio_tower
 from .generate.cache import KVCache, new_cache
 from .weights.checkpoint import Checkpoint
-from .text.config import ModelConfig, load_config
+from .weights.gguf import MAGIC as GGUF_MAGIC
+from .weights.gguf_weights import open_gguf
+from .text.config import ModelConfig, config_from_dict, load_config
 from .errors import CheckpointError, ConfigError, InputError
 from .kernels import NUMPY, Backend, backend
 from .text.multimodal import (
@@ -41,6 +43,7 @@ from .verify.trace import Recorder
 
 TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
 HEAD_NAME = "lm_head.weight"
+GGUF_SUFFIX = ".gguf"
 HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where it is not HEAD_NAME
 # Tensors a checkpoint may carry that the text model does not read: KV-shared layers' unused
 # key/value projections (the reference ignores them too) and towers handled elsewhere.
@@ -58,9 +61,10 @@ class Model:
 
     def __init__(
         self, config: ModelConfig, weights: TextWeights, path: str | None = None, vision=None, audio=None,
-        backend: Backend = NUMPY,
+        backend: Backend = NUMPY, gguf_metadata: dict | None = None,
     ):
         self.config = config
+        self.gguf_metadata = gguf_metadata  # a GGUF's metadata, where its tokenizer lives
         self.weights = weights
         self.path = path
         self.vision = vision
@@ -185,8 +189,10 @@ class Model:
     @cached_property
     def tokenizer(self):
         """The checkpoint's own tokenizer (tokenizer.model or tokenizer.json + tokenizer_config.json)."""
-        from .generate.tokenizer import load_tokenizer
+        from .generate.tokenizer import load_gguf_tokenizer, load_tokenizer
 
+        if self.gguf_metadata is not None:
+            return load_gguf_tokenizer(self.path, self.gguf_metadata)
         if self.path is None:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
@@ -245,8 +251,10 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
     if path is None:
         path = default_model_path()
     path = os.fspath(path)
+    if is_gguf(path):
+        return load_gguf(path, kernels)
     if not os.path.isdir(path):
-        raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json)")
+        raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json, or a .gguf file)")
     config = load_config(path)
     chosen = backend(kernels)
     ckpt = Checkpoint(path)
@@ -257,6 +265,31 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
     audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
     return Model(config, weights, path, vision=vision, audio=audio, backend=chosen)
+
+
+def is_gguf(path: str) -> bool:
+    """A `.gguf` path, or any file that starts with GGUF's magic number."""
+    if path.endswith(GGUF_SUFFIX):
+        return True
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+
+
+def load_gguf(path: str, kernels: bool | None = None) -> Model:
+    """A GGUF file as llama.cpp writes it (`gemma4` / `gemma3` text models): config from its
+    metadata, tensors left in the memory-mapped file, tokenizer from its metadata (`weights/gguf*.py`)."""
+    raw, ckpt = open_gguf(path)
+    try:
+        config = config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    chosen = backend(kernels)
+    ckpt.linear = chosen.linear
+    weights = load_text(ckpt, config.text, TEXT_PREFIX[config.model_type], HEAD_NAME)
+    _check_unexpected(ckpt, config)
+    return Model(config, weights, path, backend=chosen, gguf_metadata=ckpt.file.metadata)
 
 
 def default_model_path() -> str:

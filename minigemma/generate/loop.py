@@ -42,7 +42,7 @@ def stop_token_ids(model) -> frozenset[int]:
     ids = set(model.config.text.eos_token_id)
     gen_eos = load_generation_config(model.path).get("eos_token_id")
     ids.update(gen_eos if isinstance(gen_eos, list) else [] if gen_eos is None else [gen_eos])
-    if model.path and has_tokenizer(model.path):  # without one, ids in, ids out still works
+    if model.gguf_metadata is not None or model.path and has_tokenizer(model.path):  # without one, ids in, ids out still works
         ids.update(i for name in ("eos_token", "eot_token") if (i := model.tokenizer.token_id(name)) is not None)
     return frozenset(int(i) for i in ids)
 

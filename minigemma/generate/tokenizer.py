@@ -110,6 +110,13 @@ class TokenizersBackend:
         self.tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         self.vocab_size = self.tok.get_vocab_size()
 
+    @classmethod
+    def wrap(cls, tok) -> "TokenizersBackend":
+        """A `tokenizers.Tokenizer` built in memory (a GGUF's: `weights/gguf_tokenizer.py`)."""
+        backend = cls.__new__(cls)
+        backend.tok, backend.vocab_size = tok, tok.get_vocab_size()
+        return backend
+
     def piece_id(self, token: str) -> int | None:
         return self.tok.token_to_id(token)
 
@@ -229,6 +236,14 @@ def load_tokenizer(path: str) -> Tokenizer:
     eos = specials.get(named.get("eos_token")) if settings.get("add_eos_token", False) else None
     backend = backend_class(os.path.join(path, file), specials, bos, eos)
     return Tokenizer(path, backend, named, specials, read_chat_template(path, settings))
+
+
+def load_gguf_tokenizer(path: str, metadata: dict) -> Tokenizer:
+    """The tokenizer a GGUF's metadata describes, built in memory (`weights/gguf_tokenizer.py`)."""
+    from ..weights.gguf_tokenizer import gguf_tokenizer
+
+    t = gguf_tokenizer(metadata, path)
+    return Tokenizer(path, TokenizersBackend.wrap(t.backend), t.named, t.specials, t.chat_template)
 
 
 def _token_text(value) -> str | None:

@@ -1,0 +1,124 @@
+"""A GGUF's tokenizer, rebuilt in memory from its metadata (mirrors transformers'
+`integrations/gguf/gguf_tokenizer_mapping.py`, the reference's own GGUF tokenizer).
+
+A GGUF carries no tokenizer file, only llama.cpp's record of one:
+
+    tokenizer.ggml.model        "llama" (Gemma 3: a SentencePiece vocabulary, no merges) or
+                                "gemma4" (Gemma 4: the BPE of its tokenizer.json, merges included)
+    tokenizer.ggml.tokens       every piece, in id order
+    tokenizer.ggml.scores       SentencePiece scores (unused: Gemma's merge order is the file order)
+    tokenizer.ggml.token_type   1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+    tokenizer.ggml.merges       "a b" pairs, best first (Gemma 4 only)
+    tokenizer.ggml.{bos,eos,unknown,padding,eot}_token_id, add_bos_token, tokenizer.chat_template
+
+Both are Gemma's byte-fallback BPE, built with the `tokenizers` package exactly as
+`GemmaTokenizer` builds it: spaces become "▁", text is split after each space, unknown
+characters fall back to their UTF-8 bytes (`<0xE2>`), decoding turns "▁" back into spaces.
+Gemma 3 files need two repairs the reference makes too: a piece of spaces only is stored with
+real spaces ("   ") but looked up as "▁▁▁", and the missing merges are rebuilt from the vocabulary,
+ranked by the pieces' order in the file (every split of a piece into two known pieces is a merge).
+Control pieces (`<bos>`, `<start_of_turn>`) are matched whole as special tokens, user-defined ones
+(`<table>`) whole as ordinary ones. No protobuf and no file is written: `tokenizer.model` does not
+exist for a GGUF (`weights_tools/gguf_tokenizer.py` writes one; this reads the same metadata).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+SPACE, WORD_BOUNDARY = " ", "\u2581"
+UNK_PIECE = "<unk>"  # `GemmaTokenizer`'s unknown token, whatever the file says
+SPECIAL_IDS = {  # named token -> GGUF metadata key
+    "bos_token": "tokenizer.ggml.bos_token_id",
+    "eos_token": "tokenizer.ggml.eos_token_id",
+    "unk_token": "tokenizer.ggml.unknown_token_id",
+    "pad_token": "tokenizer.ggml.padding_token_id",
+    "eot_token": "tokenizer.ggml.eot_token_id",
+}
+SUPPORTED = ("llama", "gemma4")
+
+
+@dataclass(frozen=True)
+class GGUFTokenizer:
+    """What `generate/tokenizer.py` needs: the `tokenizers.Tokenizer`, the named and special
+    tokens, whether <bos> goes in front of a text, and the chat template."""
+
+    backend: object  # tokenizers.Tokenizer
+    named: dict[str, str]  # "bos_token" -> "<bos>"
+    specials: dict[str, int]  # every control piece -> its id
+    add_bos: bool
+    chat_template: str | None
+
+
+def respelled(tokens: list[str]) -> list[str]:
+    """A piece of spaces only, as Gemma looks it up: "   " -> "▁▁▁"."""
+    return [WORD_BOUNDARY * len(t) if t and set(t) == {SPACE} else t for t in tokens]
+
+
+def merges_from_order(tokens: list[str]) -> list[tuple[str, str]]:
+    """BPE merges implied by a vocabulary ranked by position (`generate_merges` of transformers with
+    the position as score): every split of a piece into two pieces of the vocabulary is a merge;
+    merges of earlier pieces first, then shorter left parts; splits of one piece by their ids."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for piece, rank in vocab.items():
+        local = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        merges.extend((rank, len(left), len(right), left, right) for left, right in local)
+    merges.sort(key=lambda m: (m[0], m[1], m[2]))  # stable: ties keep the per-piece order
+    return [(left, right) for _, _, _, left, right in merges]
+
+
+def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
+    """Build the tokenizer a GGUF's metadata describes."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+
+    kind = meta.get("tokenizer.ggml.model")
+    if kind not in SUPPORTED:
+        raise ConfigError(f"{where}: metadata tokenizer.ggml.model is {kind!r}; minigemma reads {SUPPORTED} (Gemma's BPE)")
+    tokens, types = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.token_type")
+    types = types.tolist() if hasattr(types, "tolist") else types
+    if not isinstance(tokens, list) or not isinstance(types, list) or len(tokens) != len(types) or not tokens:
+        raise ConfigError(
+            f"{where}: metadata tokenizer.ggml.tokens / token_type: expected two lists of one length, found "
+            f"{len(tokens) if isinstance(tokens, list) else tokens!r} / {len(types) if isinstance(types, list) else types!r}"
+        )
+    if kind == "llama":
+        pieces = respelled(tokens)
+        merges = merges_from_order(pieces)
+    else:
+        pieces, raw = tokens, meta.get("tokenizer.ggml.merges")
+        if not isinstance(raw, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in raw):
+            raise ConfigError(f"{where}: metadata tokenizer.ggml.merges: expected a list of 'left right' pairs")
+        merges = [tuple(m.split(" ")) for m in raw]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=True, unk_token=UNK_PIECE, dropout=None, byte_fallback=True))
+    tok.normalizer = normalizers.Replace(SPACE, WORD_BOUNDARY)
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=SPACE, behavior="merged_with_previous", invert=False)
+    tok.decoder = decoders.Sequence([decoders.Replace(WORD_BOUNDARY, SPACE), decoders.ByteFallback(), decoders.Fuse()])
+
+    named = {}
+    for name, key in SPECIAL_IDS.items():
+        i = meta.get(key)
+        if i is not None:
+            if not isinstance(i, int) or not 0 <= i < len(tokens):
+                raise ConfigError(f"{where}: metadata {key}: expected a token id below {len(tokens)}, found {i!r}")
+            named[name] = tokens[i]
+    control = [t for t, k in zip(tokens, types) if k == CONTROL]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control + list(named.values())])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
+    specials = {t: vocab.get(t, tokens.index(t)) for t in dict.fromkeys(control + list(named.values()))}
+    # llama.cpp adds <bos> unless told not to; transformers follows it, except for Gemma 4, whose
+    # chat template writes <bos> itself (transformers sets add_bos_token False for "gemma4")
+    add_bos = kind == "llama" and bool(meta.get("tokenizer.ggml.add_bos_token", True)) and "bos_token" in named
+    if add_bos:
+        bos = named["bos_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, specials[bos])]
+        )
+    template = meta.get("tokenizer.chat_template")
+    return GGUFTokenizer(tok, named, specials, add_bos, template if isinstance(template, str) else None)

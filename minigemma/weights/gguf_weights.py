@@ -1,0 +1,196 @@
+"""A GGUF file's tensors under the names minigemma's loaders ask for, kept in the memory map.
+
+llama.cpp names tensors its own way (`blk.3.attn_q.weight`); the loaders of `text/` ask for the
+Hugging Face names (`model.layers.3.self_attn.q_proj.weight`). `GGUFCheckpoint` is the same
+`TensorSource` as a safetensors `Checkpoint`, so every loader works unchanged; it differs in how
+a tensor is handed out:
+
+* F32 / BF16 matrices: views of the map (`StoredMatrix` with the kernels), as from safetensors;
+  F16 ones widened to float32 when loaded;
+* block-quantized matrices (Q8_0, Q4_K, ...): with a `quants` module that multiplies them as
+  stored, a `QuantMatrix`; else dequantized to float32 when loaded;
+* the Per-Layer-Embedding table, whatever its type: only the rows of the tokens seen are read
+  and dequantized (`QuantRows`);
+* Gemma 3 norm weights: llama.cpp stores `1 + w` (its RMSNorm multiplies by the weight as is);
+  the Hugging Face weight is `w`, so the 1 comes off here and the Gemma 3 config adds it back at
+  load, exactly as the reference does with the same file.
+
+The names, checked against llama.cpp's converter (`conversion/gemma.py`: `Gemma4Model.modify_tensors`
+renames the router's `scale` to `ffn_gate_inp.scale`, `per_expert_scale` to `ffn_down_exps.scale`,
+and suffixes `layer_scalar` with `.weight`) and the `gguf` package's tensor map:
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .checkpoint import TensorRef, TensorSource, bf16_to_f32
+from .gguf import GGMLType, GGUFFile, GGUFTensor
+from .gguf_config import hf_config
+
+# GGUF name -> Hugging Face name (`Gemma4ForCausalLM` / `Gemma3ForCausalLM`: text model under `model.`)
+MODEL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "per_layer_token_embd.weight": "model.embed_tokens_per_layer.weight",
+    "per_layer_model_proj.weight": "model.per_layer_model_projection.weight",
+    "per_layer_proj_norm.weight": "model.per_layer_projection_norm.weight",
+}
+LAYER_NAMES = {  # `blk.{i}.` + GGUF name -> `model.layers.{i}.` + Hugging Face name
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.bias": "self_attn.o_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    "layer_output_scale.weight": "layer_scalar",
+    "inp_gate.weight": "per_layer_input_gate.weight",
+    "proj.weight": "per_layer_projection.weight",
+    "post_norm.weight": "post_per_layer_input_norm.weight",
+    "ffn_gate_inp.weight": "router.proj.weight",
+    "ffn_gate_inp.scale": "router.scale",
+    "ffn_down_exps.scale": "router.per_expert_scale",
+    "ffn_gate_up_exps.weight": "experts.gate_up_proj",
+    "ffn_down_exps.weight": "experts.down_proj",
+    "pre_ffw_norm_2.weight": "pre_feedforward_layernorm_2.weight",
+    "post_ffw_norm_1.weight": "post_feedforward_layernorm_1.weight",
+    "post_ffw_norm_2.weight": "post_feedforward_layernorm_2.weight",
+}
+LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.(.+)$")
+ROPE_FREQS = "rope_freqs.weight"  # read into the config (`gguf_config.global_rope`), not a weight
+PLAIN = ("F32", "F16", "BF16")
+QUANTIZED = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # what Q4_K_M ... Q8_0 files hold
+NORM_SUFFIX = "norm.weight"
+NORM_SHIFT = {"gemma3_text": 1.0}  # llama.cpp folds Gemma 3's `1 + w` into the stored norm weights
+
+
+def hf_name(gguf_name: str, where: str) -> str:
+    """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`."""
+    if gguf_name in MODEL_NAMES:
+        return MODEL_NAMES[gguf_name]
+    m = LAYER_TENSOR.match(gguf_name)
+    if m and m.group(2) in LAYER_NAMES:
+        return f"model.layers.{m.group(1)}.{LAYER_NAMES[m.group(2)]}"
+    raise CheckpointError(f"{where}: tensor {gguf_name!r} is not part of a Gemma text model (no minigemma name for it)")
+
+
+def dequantize(raw: np.ndarray, kind: GGMLType, cols: int) -> np.ndarray:
+    """Stored rows -> float32 (rows, cols). F32 / F16 / BF16 here; block types by `quants.py`."""
+    if kind.name == "BF16":
+        return bf16_to_f32(raw).reshape(-1, cols)
+    if kind.name in PLAIN:
+        return np.asarray(raw, np.float32).reshape(-1, cols)
+    return block_dequantizer()(np.asarray(raw).reshape(-1, raw.shape[-1]), kind.id, cols)
+
+
+def block_dequantizer():
+    """`quants.dequantize(raw (rows, row_bytes) uint8, ggml_type, cols) -> float32 (rows, cols)`."""
+    try:
+        from .quants import dequantize as blocks
+    except ImportError:
+        raise CheckpointError("quantized GGUF tensors need minigemma/weights/quants.py, which is not installed") from None
+    return blocks
+
+
+class QuantRows:
+    """A stored matrix read row by row: `table[ids]` dequantizes only the rows asked for
+    (the embedding and Per-Layer-Embedding tables of a quantized file)."""
+
+    def __init__(self, stored: np.ndarray, kind: GGMLType, shape: tuple[int, int]):
+        self.stored, self.kind, self.shape = stored, kind, shape  # stored: (rows, row_bytes) or typed (rows, cols)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        picked = self.stored[rows]
+        return dequantize(picked, self.kind, self.shape[1]).reshape(*np.shape(rows), self.shape[1])
+
+
+class GGUFCheckpoint(TensorSource):
+    """The tensors of a `GGUFFile` under Hugging Face names. `norm_shift`: what llama.cpp added to
+    every norm weight (1 for Gemma 3, 0 for Gemma 4), taken off again."""
+
+    def __init__(self, file: GGUFFile, norm_shift: float = 0.0):
+        super().__init__()
+        self.file, self.directory, self.norm_shift = file, file.path, norm_shift
+        self.tensors: dict[str, GGUFTensor] = {}
+        self.refs = {}
+        for t in file.tensors.values():
+            if t.name == ROPE_FREQS:
+                continue
+            if t.type.name not in PLAIN + QUANTIZED:
+                raise CheckpointError(
+                    f"{file.path}: tensor {t.name!r} is stored as {t.type.name}; minigemma reads {', '.join(PLAIN + QUANTIZED)}"
+                )
+            name = hf_name(t.name, file.path)
+            self.tensors[name] = t
+            self.refs[name] = TensorRef(name, file.path, t.type.name, t.shape, t.start, t.nbytes)
+
+    def ref(self, name: str, shape: tuple[int, ...] | None = None) -> TensorRef:
+        try:
+            return super().ref(name, shape)
+        except CheckpointError:  # the same check, said with the file's own name for the tensor
+            if name not in self.tensors:
+                raise CheckpointError(f"{self.directory}: missing tensor {gguf_name(name)!r} ({name})") from None
+            t = self.tensors[name]
+            raise CheckpointError(
+                f"{self.directory}: tensor {t.name!r} has shape {list(t.shape)} ({t.type.name}), the model's config "
+                f"expects {list(shape)}"
+            ) from None
+
+    def _stored(self, ref: TensorRef):
+        t = self.tensors[ref.name]
+        raw = self.file.raw(t)
+        return raw if t.type.name in PLAIN else QuantRows(raw, t.type, (int(np.prod(t.shape[:-1])), t.shape[-1]))
+
+    def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The tensor as float32 in memory (dequantized, norm shift taken off)."""
+        ref = self.ref(name, shape)
+        t = self.tensors[name]
+        values = dequantize(self.file.raw(t), t.type, t.shape[-1]).reshape(t.shape)
+        if self.norm_shift and name.endswith(NORM_SUFFIX):
+            values = values - np.float32(self.norm_shift)
+        return np.array(values, np.float32)  # ours, not a view of the map
+
+    def matrix(self, name: str, shape: tuple[int, ...]):
+        ref = self.ref(name, shape)
+        if ref.dtype in PLAIN:
+            return super().matrix(name, shape)
+        return self.f32(name, shape)
+
+
+def gguf_name(hf: str) -> str:
+    """The file's name for a Hugging Face name (for messages about a missing tensor)."""
+    for g, h in MODEL_NAMES.items():
+        if h == hf:
+            return g
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", hf)
+    if m:
+        for g, h in LAYER_NAMES.items():
+            if h == m.group(2):
+                return f"blk.{m.group(1)}.{g}"
+    return hf
+
+
+def open_gguf(path) -> tuple[dict, GGUFCheckpoint]:
+    """A GGUF model file -> (its config.json as a dict, its tensors). Nothing is read but the header
+    and the small `rope_freqs` table."""
+    file = GGUFFile(path)
+    rope = file.tensors.get(ROPE_FREQS)
+    rope_freqs = dequantize(file.raw(rope), rope.type, rope.shape[-1]) if rope is not None else None
+    config = hf_config(file.metadata, set(file.tensors), rope_freqs, file.path)
+    return config, GGUFCheckpoint(file, NORM_SHIFT.get(config["model_type"], 0.0))
