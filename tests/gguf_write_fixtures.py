@@ -47,9 +47,9 @@ GEMMA4 = dict(
                      GLOBAL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6}},
 )
 GEMMA3 = dict(
-    vocab_size=4096, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+    vocab_size=4096, hidden_size=32, intermediate_size=64, num_hidden_layers=7, num_attention_heads=2,
     num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=8, rms_norm_eps=1e-6,
-    sliding_window_pattern=2,
+    sliding_window_pattern=6,  # the 5:1 pattern, the only one a converter-written gemma3 file can state
     rope_parameters={SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
                      GLOBAL: {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}},
 )

@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 import torch
 from gemma_reference import reference_text_model, text_config_kwargs
-from gguf_write_fixtures import CASES, LISTINGS, TINY, case_types, listing, write_case
+from gguf_write_fixtures import CASES, GEMMA3, LISTINGS, TINY, case_types, fill, listing, write_case
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+import minigemma
 from minigemma.cli import main
 from minigemma.errors import CheckpointError, ConfigError, InputError
 from minigemma.text.config import load_config
@@ -76,7 +77,7 @@ def test_gemma3_file_loads_in_transformers_with_the_checkpoint_weights(type_name
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).state_dict()
     reader = gguf.GGUFReader(tmp_path / "m.gguf")
     stored = {t.name: t.tensor_type for t in reader.tensors}
-    hf_to_gguf = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 3)
+    hf_to_gguf = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 7)
     for name, w in source_weights(src).items():
         gguf_name = hf_to_gguf.get_name(name, try_suffixes=(".weight",))
         got = loaded[name].numpy()
@@ -87,6 +88,44 @@ def test_gemma3_file_loads_in_transformers_with_the_checkpoint_weights(type_name
         bits = {Q.Q8_0: 8, Q.Q5_0: 5, Q.Q5_1: 5, Q.Q4_0: 4, Q.Q4_1: 4, Q.BF16: 8, Q.F16: 11}.get(qtype, 24)
         # really the checkpoint's weight: off by at most a quantization step of each 32-value block
         assert np.abs(got - w).max() <= 2.0 ** (2 - bits) * np.abs(w).max() + 1e-6, name
+
+
+def logits(model, ids) -> np.ndarray:
+    return np.asarray(model.forward(ids))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_minigemma_reads_the_file_as_the_checkpoint(case, checkpoints, tmp_path):
+    """The F32 file, loaded by minigemma's GGUF reader, gives the checkpoint's logits (Gemma 3's norms
+    go through 1 + w and back, hence not bit for bit); the checkpoint's are transformers' at 1e-4."""
+    src = checkpoints[case]
+    quantize(src, tmp_path / "m.gguf", "F32")
+    ids = np.random.default_rng(0).integers(3, 4096, 24)  # longer than the window (8): sliding layers slide
+    ours = logits(minigemma.load(str(tmp_path / "m.gguf")), ids)
+    np.testing.assert_allclose(ours, logits(minigemma.load(str(src)), ids), rtol=1e-5, atol=1e-5)
+    if CASES[case][1] == "causal":
+        from transformers import AutoModelForCausalLM
+
+        ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager")
+        with torch.no_grad():
+            expected = ref(input_ids=torch.as_tensor(ids)[None], use_cache=False, output_hidden_states=True).logits[0].numpy()
+        np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gemma3_layer_pattern_other_than_5_to_1_is_stated(tmp_path):
+    """A converter-written gemma3 file has no layer pattern (llama.cpp assumes 5 sliding, 1 global);
+    ours states the checkpoint's own, so the file runs as the checkpoint does."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    src = tmp_path / "pattern2"
+    config = Gemma3TextConfig(**{**GEMMA3, "sliding_window_pattern": 2, "num_hidden_layers": 4})
+    fill(Gemma3ForCausalLM(config), seed=5).save_pretrained(src)
+    (src / "tokenizer.model").write_bytes((TINY / "tokenizer.model").read_bytes())
+    quantize(src, tmp_path / "m.gguf", "F32")
+    pattern = gguf.GGUFReader(tmp_path / "m.gguf").fields["gemma3.attention.sliding_window_pattern"].contents()
+    assert pattern == [True, False, True, False]
+    ids = np.random.default_rng(1).integers(3, 4096, 20)
+    np.testing.assert_allclose(logits(minigemma.load(str(tmp_path / "m.gguf")), ids), logits(minigemma.load(str(src)), ids), rtol=1e-5, atol=1e-5)
 
 
 def expected_name(names, name: str) -> str:

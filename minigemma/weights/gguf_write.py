@@ -7,7 +7,10 @@ sources), checked key by key and tensor by tensor against files that converter w
 (tests/data/gguf_converter_listings.json):
 
 * metadata: `general.*` (name, size label: the `gguf` package's own `Metadata`), then the
-  architecture's keys under `gemma4.` / `gemma3.` (`ARCH_KEYS` below for what each one is);
+  architecture's keys under `gemma4.` / `gemma3.` (`add_arch_keys`). One addition: the converter
+  writes no layer pattern for Gemma 3, and llama.cpp then assumes 5 sliding layers, 1 global; a
+  Gemma 3 checkpoint with other `layer_types` gets `gemma3.attention.sliding_window_pattern` (one
+  bool per layer, as Gemma 4 files have it), which llama.cpp reads when present;
 * tensors under llama.cpp's names (the `gguf` package's name map: `blk.3.attn_q.weight`), in
   the checkpoint's order. Gemma 3's RMSNorm scales by `1 + w` and llama.cpp stores that `1 + w`;
   Gemma 4's scales by `w` and is stored as-is. Gemma 4's proportional RoPE (a quarter of the
@@ -53,6 +56,7 @@ ARCH_OF = {  # `architectures[0]` (or `model_type`) -> the GGUF architecture
 }
 GLOBAL, SLIDING = "full_attention", "sliding_attention"
 NORM_SHIFT = {"gemma4": 0.0, "gemma3": 1.0}  # Gemma 3's norm scales by 1 + w; llama.cpp stores 1 + w
+GEMMA3_PATTERN = 6  # llama.cpp's gemma3 default: every 6th layer global
 FROZEN_ROPE_FACTOR = 1e30  # rope_freqs entry of a pair that must not rotate (its angle / 1e30 is 0)
 # multimodal tensors a text GGUF leaves out (the converter's TextModel.filter_tensors, Gemma's share)
 MULTIMODAL_MARKS = ("vision.", "audio.", "vision_", "audio_", "projector.", "patch_embed")
@@ -200,8 +204,15 @@ def add_arch_keys(gguf, w, hp: dict, cfg, arch: str, ftype: int) -> None:
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
     if hp.get("sliding_window_pattern") != 1:
         w.add_sliding_window(cfg.sliding_window)
+        if arch == "gemma3" and list(cfg.layer_types) != gemma3_default_types(cfg.num_hidden_layers):
+            w.add_sliding_window_pattern([t == SLIDING for t in cfg.layer_types])
     if arch == "gemma4":
         add_gemma4_keys(w, hp, cfg, full, swa)
+
+
+def gemma3_default_types(n_layers: int) -> list[str]:
+    """The layer types llama.cpp assumes for a gemma3 file without a pattern key: 5 sliding, 1 global."""
+    return [GLOBAL if (i + 1) % GEMMA3_PATTERN == 0 else SLIDING for i in range(n_layers)]
 
 
 def add_gemma4_keys(w, hp: dict, cfg, full, swa) -> None:
