@@ -2,6 +2,7 @@
 
     python -m benchmarks.llama_cpp                          # real 270M Q4_K_M + random Gemma 4 Q8_0 / Q4_K_M
     python -m benchmarks.llama_cpp --models real --prompt 64 --new 16 --repeats 1   # a short run
+    python -m benchmarks.llama_cpp --models "" --gguf FILE.gguf [--reference CHECKPOINT_DIR]  # any GGUF
 
 1. llama.cpp: `llama-bench` and `llama-quantize`, built once from the llama.cpp sources inside the
    llama-cpp-python 0.3.36 sdist on PyPI (`pip download --no-binary :all: --no-deps`), with CMake
@@ -66,27 +67,32 @@ def has_avx512() -> bool:
 
 def llama_tools(cache: str, jobs: int) -> dict[str, str]:
     """Paths of llama-bench and llama-quantize, building them into `cache` the first time."""
-    bin_dir = os.path.join(cache, "build", "bin")
-    tools = {t: os.path.join(bin_dir, t) for t in TOOLS}
+    build = os.path.join(cache, "build")
+    tools = {t: os.path.join(build, "bin", t) for t in TOOLS}
     if all(os.path.exists(p) for p in tools.values()):
         return tools
     print(f"building llama.cpp ({SDIST} sources) into {cache}: once, a few minutes ...", file=sys.stderr)
-    src = os.path.join(cache, "src")
-    if not os.path.exists(os.path.join(src, "CMakeLists.txt")):
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", SDIST, "-d", tmp],
-                           check=True, stdout=subprocess.DEVNULL)
-            sdist = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".tar.gz"))
-            with tarfile.open(sdist) as tar:
-                tar.extractall(tmp, filter="data")
-            top = next(d for d in os.listdir(tmp) if os.path.isdir(os.path.join(tmp, d)))
-            shutil.rmtree(src, ignore_errors=True)
-            shutil.copytree(os.path.join(tmp, top, "vendor", "llama.cpp"), src)
+    src = llama_sources(os.path.join(cache, "src"))
     flags = CMAKE_FLAGS + ["-DGGML_AVX512=ON" if has_avx512() else "-DGGML_AVX512=OFF"]
-    build = os.path.join(cache, "build")
     subprocess.run(["cmake", "-S", src, "-B", build, *flags], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", build, "-j", str(jobs), "--target", *TOOLS], check=True, stdout=subprocess.DEVNULL)
     return tools
+
+
+def llama_sources(src: str) -> str:
+    """The llama.cpp tree vendored in the llama-cpp-python sdist, unpacked into `src` (once)."""
+    if os.path.exists(os.path.join(src, "CMakeLists.txt")):
+        return src
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", SDIST, "-d", tmp],
+                       check=True, stdout=subprocess.DEVNULL)
+        sdist = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".tar.gz"))
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        top = next(d for d in os.listdir(tmp) if os.path.isdir(os.path.join(tmp, d)))
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(os.path.join(tmp, top, "vendor", "llama.cpp"), src)
+    return src
 
 
 def run_with_rss(cmd: list[str], env: dict | None = None) -> tuple[str, int]:
@@ -261,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where llama.cpp is built, once")
     p.add_argument("--llama-bin", help="a directory with llama-bench and llama-quantize already built")
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "minigemma-bench-llama"), help="random checkpoints and GGUFs, kept")
+    p.add_argument("--gguf", help="also time this GGUF file (transformers on --reference, a checkpoint directory, or on the file)")
+    p.add_argument("--reference", help="for --gguf: the float32 checkpoint transformers runs instead of the file")
     p.add_argument("--engine", choices=["minigemma", "transformers"], help=argparse.SUPPRESS)  # one engine, in this process
     p.add_argument("model", nargs="?", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -268,7 +276,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_python_engine(args.engine, args.model, args)))
         return 0
     tools = {t: os.path.join(args.llama_bin, t) for t in TOOLS} if args.llama_bin else llama_tools(args.cache, args.threads)
-    models = args.models.split(",")
+    models = args.models.split(",") if args.models else []
     rows = []
     if "real" in models:
         real = real_gguf()
@@ -279,8 +287,11 @@ def main(argv=None) -> int:
         for type_name in ("Q8_0", "Q4_K_M"):
             if type_name in models:
                 rows += measure(f"gemma4 e2b-like {type_name} (random)", files[type_name], files["checkpoint"], tools, args)
+    if args.gguf:
+        rows += measure(os.path.basename(args.gguf), os.path.abspath(args.gguf), os.path.abspath(args.reference or args.gguf), tools, args)
     print_table(rows, args)
-    with open(os.path.join(args.work if os.path.isdir(args.work) else tempfile.gettempdir(), "llama_cpp_results.json"), "w") as f:
+    os.makedirs(args.work, exist_ok=True)
+    with open(os.path.join(args.work, "llama_cpp_results.json"), "w") as f:
         json.dump({"args": vars(args), "rows": rows}, f, indent=1)
     return 0
 
