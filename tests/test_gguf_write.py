@@ -193,6 +193,16 @@ def test_missing_tokenizer_is_named(checkpoints, tmp_path):
         write_gguf(src, tmp_path / "m.gguf", load_config(src).text, "Q8_0")
 
 
+def test_broken_tokenizer_is_named(checkpoints, tmp_path):
+    src = tmp_path / "broken"
+    src.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (src / f).write_bytes((checkpoints["gemma4_mm"] / f).read_bytes())
+    (src / "tokenizer.json").write_text('{"model": {"type": "BPE"}}')
+    with pytest.raises(CheckpointError, match="tokenizer.json: not a tokenizers BPE vocabulary"):
+        write_gguf(src, tmp_path / "m.gguf", load_config(src).text, "Q8_0")
+
+
 def test_other_architectures_are_refused(checkpoints, tmp_path):
     src = tmp_path / "other"
     src.mkdir()

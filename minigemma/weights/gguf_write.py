@@ -376,11 +376,16 @@ def gemma4_vocabulary(src: Path, hp: dict):
     path = src / "tokenizer.json"
     if not path.exists():
         raise CheckpointError(f"{path}: missing (a Gemma 4 GGUF takes its vocabulary from tokenizer.json)")
-    with open(path, encoding="utf-8") as f:
-        tokenizer = json.load(f)
-    vocab = tokenizer["model"]["vocab"]  # piece -> id
-    pieces = {i: p for p, i in vocab.items()}
-    added = sorted(tokenizer.get("added_tokens", []), key=lambda a: a["id"])
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokenizer = json.load(f)
+        vocab = tokenizer["model"]["vocab"]  # piece -> id
+        pieces = {i: p for p, i in vocab.items()}
+        added = sorted(tokenizer.get("added_tokens", []), key=lambda a: a["id"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a tokenizers BPE vocabulary ({type(e).__name__}: {e})") from None
+    if sorted(pieces) != list(range(len(vocab))):
+        raise CheckpointError(f"{path}: the vocabulary's ids are not 0..{len(vocab) - 1}")
     n_base = len(vocab)
     specials = named_special_tokens(src)
     tokens, types = [], []
