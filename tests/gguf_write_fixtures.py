@@ -104,7 +104,7 @@ def fill(model, seed: int):
                 values = rng.standard_normal(shape)
             else:
                 values = rng.standard_normal(shape) / math.sqrt(shape[-1])
-            t.copy_(torch.from_numpy(values.astype(np.float32)))
+            t.copy_(torch.from_numpy(np.asarray(values, dtype=np.float32)))
     return model.eval()
 
 
