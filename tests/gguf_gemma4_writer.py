@@ -23,6 +23,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf_fixtures import tiny_vocabulary
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
+UNUSED = 5  # llama.cpp's token type of a placeholder piece
 FALLBACK = Q.F16  # llama-quantize's choice for rows too narrow for a block: a float type
 
 
@@ -49,8 +50,8 @@ def gguf_name(hf_name: str, names) -> str:
 
 def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=True) -> dict[str, np.ndarray]:
     """Write `model` (a `Gemma4ForCausalLM`) as a GGUF file; return the Hugging Face state dict it
-    holds (float32, dequantized). `qtype_of(gguf_name, values)`: each tensor's GGML type; rows too
-    narrow for its blocks fall back to F16."""
+    holds (float32, dequantized). `qtype_of(gguf_name, values)`: each tensor's GGML type (None: left
+    out); rows too narrow for its blocks fall back to F16."""
     cfg = model.config
     n, types = cfg.num_hidden_layers, list(cfg.layer_types)
     n_shared = cfg.num_kv_shared_layers
@@ -85,6 +86,8 @@ def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=T
     w.add_rope_dimension_count(global_head_dim)
     w.add_rope_dimension_count_swa(head_dim)
     pieces, scores, token_types = tiny_vocabulary(cfg.vocab_size)
+    extra = range(len(pieces), cfg.vocab_size)  # the tiny vocabulary has 77 pieces: the rest unused
+    pieces, scores, token_types = pieces + [f"<unused{i}>" for i in extra], scores + [0.0] * len(extra), token_types + [UNUSED] * len(extra)
     w.add_tokenizer_model("gemma4")
     w.add_token_list(pieces)
     w.add_token_scores(scores)
@@ -108,6 +111,8 @@ def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=T
         name = gguf_name(hf_name, names)
         values = tensor.detach().float().numpy()
         qtype = qtype_of(name, values)
+        if qtype is None:
+            continue  # left out (a test of a missing tensor)
         block, _ = gguf.GGML_QUANT_SIZES[qtype]
         if values.shape[-1] % block:
             qtype = FALLBACK
