@@ -95,17 +95,29 @@ def llama_sources(src: str) -> str:
     return src
 
 
+def vm_hwm(pid="self") -> int:
+    """Peak RSS in bytes of a process's own memory map (VmHWM). Not ru_maxrss: a child's ru_maxrss
+    starts at its parent's RSS at fork, which here would count a loaded model twice."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # gone already, or a zombie without a memory map
+        return 0
+
+
 def run_with_rss(cmd: list[str], env: dict | None = None) -> tuple[str, int]:
-    """stdout of a child process and its own peak RSS in bytes (wait4's rusage is that child's alone)."""
-    with tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, text=True)
-        out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
+    """stdout of a child process and its peak RSS, read from /proc every 20 ms while it runs."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
+        peak = 0
+        while p.poll() is None:
+            peak = max(peak, vm_hwm(p.pid))
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
         if p.returncode:
-            err.seek(0)
             raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.read()[-3000:]}")
-    return out, usage.ru_maxrss * 1024  # Linux reports KiB
+        return out.read(), peak
 
 
 def llama_bench(tools: dict, gguf: str, args) -> dict:
@@ -119,11 +131,23 @@ def llama_bench(tools: dict, gguf: str, args) -> dict:
 
 # ------------------------------------------------------------------------------- the files
 
-def real_gguf() -> str:
-    sys.path.insert(0, ROOT)
-    from weights_tools.gguf_import import resolve_source
+def real_gguf(threads: int) -> str:
+    """The assembled real 270M file (assembling reads 250 MB: in a child, so this process stays small)."""
+    code = f"from weights_tools.gguf_import import resolve_source; print(resolve_source({REAL_PACKAGE!r}))"
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT,
+                          env=child_env(threads)).stdout.strip().splitlines()[-1]
 
-    return resolve_source(REAL_PACKAGE)
+
+def build_checkpoint(ckpt: str) -> None:
+    """The random E2B-like checkpoint, float32, with the tiny model's tokenizer (run in a child)."""
+    import torch
+    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
+
+    torch.manual_seed(0)
+    Gemma4ForCausalLM(Gemma4TextConfig(**E2B_LIKE)).eval().save_pretrained(ckpt)
+    tiny = os.path.join(ROOT, "minigemma", "data", "tiny")
+    for f in TOKENIZER_FILES:
+        shutil.copy(os.path.join(tiny, f), ckpt)
 
 
 def random_gemma4(work: str, tools: dict, threads: int) -> dict[str, str]:
@@ -131,14 +155,8 @@ def random_gemma4(work: str, tools: dict, threads: int) -> dict[str, str]:
     ckpt = os.path.join(work, "gemma4-e2b-like")
     if not os.path.exists(os.path.join(ckpt, "config.json")):
         print(f"building the random Gemma 4 checkpoint in {ckpt} ...", file=sys.stderr)
-        import torch
-        from transformers import Gemma4ForCausalLM, Gemma4TextConfig
-
-        torch.manual_seed(0)
-        Gemma4ForCausalLM(Gemma4TextConfig(**E2B_LIKE)).eval().save_pretrained(ckpt)
-        tiny = os.path.join(ROOT, "minigemma", "data", "tiny")
-        for f in TOKENIZER_FILES:
-            shutil.copy(os.path.join(tiny, f), ckpt)
+        code = f"from benchmarks.llama_cpp import build_checkpoint; build_checkpoint({ckpt!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=child_env(threads))
     files = {"checkpoint": ckpt}
     for type_name in ("Q8_0", "F32"):
         out = os.path.join(work, f"gemma4-e2b-like.{type_name}.gguf")
@@ -219,7 +237,7 @@ class Transformers:
 
 
 def run_python_engine(engine: str, path: str, args) -> dict:
-    from benchmarks.engines import WARMUP_NEW, WARMUP_PROMPT, generate, peak_rss_bytes, prompt
+    from benchmarks.engines import WARMUP_NEW, WARMUP_PROMPT, generate, prompt
 
     start = time.perf_counter()
     model = Minigemma(path) if engine == "minigemma" else Transformers(path, args.threads)
@@ -227,7 +245,7 @@ def run_python_engine(engine: str, path: str, args) -> dict:
     generate(model, prompt(model.vocab, WARMUP_PROMPT, seed=1), WARMUP_NEW)
     tokens, prefill_s, decode_s = generate(model, prompt(model.vocab, args.prompt), args.new + 1)
     return {"load_s": loaded - start, "prefill_tok_s": args.prompt / prefill_s, "decode_tok_s": args.new / decode_s,
-            "peak_rss": peak_rss_bytes(), "tokens": tokens}
+            "peak_rss": vm_hwm(), "tokens": tokens}
 
 
 # ------------------------------------------------------------------------------- the run
@@ -279,7 +297,7 @@ def main(argv=None) -> int:
     models = args.models.split(",") if args.models else []
     rows = []
     if "real" in models:
-        real = real_gguf()
+        real = real_gguf(args.threads)
         rows += measure("gemma3-270m Q4_K_M (real)", real, real, tools, args)
     if {"Q8_0", "Q4_K_M"} & set(models):
         os.makedirs(args.work, exist_ok=True)
