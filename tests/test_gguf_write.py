@@ -228,3 +228,12 @@ def test_cli_names_a_missing_checkpoint(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"minigemma: error: {tmp_path / 'none'}: no config.json found (expected a Hugging Face checkpoint directory)"]
+
+
+def test_quantize_needs_no_torch(checkpoints, tmp_path):
+    """The command is part of the runtime: numpy, the gguf package and minigemma, nothing of torch's."""
+    code = ("import sys; sys.modules['torch'] = sys.modules['transformers'] = None; from minigemma.cli import main; "
+            f"sys.exit(main(['quantize', {str(checkpoints['gemma4'])!r}, {str(tmp_path / 'm.gguf')!r}, '--type', 'Q4_0']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"wrote {tmp_path / 'm.gguf'}: 124 tensors")
