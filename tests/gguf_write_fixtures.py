@@ -9,10 +9,11 @@ versions, unlike torch's generator), their tokenizers from the embedded tiny mod
 sha256), every tensor (type, shape, sha256 of its bytes), in file order.
 
 tests/data/gguf_converter_listings.json holds the listings of the files that
-`convert_hf_to_gguf.py` from the llama-cpp-python 0.3.36 sources wrote for each case and type.
-To capture them again (this runs the converter; it needs torch and the converter's tree):
+`convert_hf_to_gguf.py` from the llama-cpp-python 0.3.36 sources wrote for each case and type it
+writes (F32, F16, BF16, Q8_0), and of what `llama-quantize` made of its F32 files in the 4- and
+5-bit types. To capture them again (this runs the converter, which needs torch, and llama-quantize):
 
-    python tests/gguf_write_fixtures.py /path/to/llama.cpp
+    python tests/gguf_write_fixtures.py /path/to/llama.cpp /path/to/llama-quantize
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ LISTINGS = HERE / "data" / "gguf_converter_listings.json"
 TINY = Path(__file__).resolve().parent.parent / "minigemma" / "data" / "tiny"
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 CONVERTER_TYPES = ("F32", "F16", "BF16", "Q8_0")  # the types convert_hf_to_gguf.py writes itself
+LLAMA_QUANTIZE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # the rest: llama-quantize of the converter's F32 file
 INLINE_VALUES = 64  # longer arrays and strings are listed as a sha256
 
 GEMMA4 = dict(
@@ -144,9 +146,11 @@ def listing(path: str | os.PathLike) -> dict:
     return json.loads(json.dumps({"keys": keys, "tensors": tensors}))
 
 
-def capture(converter_dir: str) -> None:
-    """Run llama.cpp's converter on every case and type; write the listings (module docstring)."""
-    found = {"converter": "convert_hf_to_gguf.py of llama.cpp as vendored in llama-cpp-python 0.3.36", "cases": {}}
+def capture(converter_dir: str, llama_quantize: str) -> None:
+    """Run llama.cpp's converter on every case and type, and llama-quantize on the F32 files of the
+    first two cases for the types only it writes; write the listings (module docstring)."""
+    found = {"converter": "convert_hf_to_gguf.py and llama-quantize of llama.cpp as vendored in llama-cpp-python 0.3.36",
+             "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
             src = write_case(case, tmp)
@@ -154,6 +158,10 @@ def capture(converter_dir: str) -> None:
                 out = Path(tmp) / f"{case}.{type_name}.gguf"
                 subprocess.run([sys.executable, "convert_hf_to_gguf.py", str(src), "--outfile", str(out),
                                 "--outtype", type_name.lower()], cwd=converter_dir, check=True, capture_output=True)
+                found["cases"][f"{case}/{type_name}"] = listing(out)
+            for type_name in LLAMA_QUANTIZE_TYPES if len(case_types(case)) > 1 else ():
+                out = Path(tmp) / f"{case}.{type_name}.gguf"
+                subprocess.run([llama_quantize, str(Path(tmp) / f"{case}.F32.gguf"), str(out), type_name], check=True, capture_output=True)
                 found["cases"][f"{case}/{type_name}"] = listing(out)
     LISTINGS.parent.mkdir(exist_ok=True)
     LISTINGS.write_text(dump_listings(found))
@@ -171,4 +179,4 @@ def dump_listings(found: dict) -> str:
 
 
 if __name__ == "__main__":
-    capture(sys.argv[1])
+    capture(sys.argv[1], sys.argv[2])

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from gemma_reference import reference_text_model, text_config_kwargs
-from gguf_write_fixtures import CASES, GEMMA3, LISTINGS, TINY, case_types, fill, listing, write_case
+from gguf_write_fixtures import CASES, GEMMA3, LISTINGS, LLAMA_QUANTIZE_TYPES, TINY, case_types, fill, listing, write_case
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -59,6 +59,27 @@ def test_file_equals_llama_cpp_converter_output(case_type, checkpoints, tmp_path
     assert [t[0] for t in ours["tensors"]] == [t[0] for t in theirs["tensors"]]
     for mine, expected in zip(ours["tensors"], theirs["tensors"]):
         assert mine == expected
+
+
+@pytest.mark.parametrize("case_type", [f"{c}/{t}" for c in CASES if len(case_types(c)) > 1 for t in LLAMA_QUANTIZE_TYPES])
+def test_4_and_5_bit_files_equal_llama_quantize_output(case_type, checkpoints, tmp_path):
+    """The types the converter does not write: llama-quantize's file made from the converter's F32
+    one has our keys and values (in its own order) and our tensors byte for byte, but one: it stores
+    the head (`output`, or `token_embd` when tied) in Q6_K, or Q8_0 when its rows are too short for
+    Q6_K's 256-value blocks, and we in the chosen type (the gguf package writes no K-quants)."""
+    case, type_name = case_type.split("/")
+    out = tmp_path / "out.gguf"
+    quantize(checkpoints[case], out, type_name)
+    ours, theirs = listing(out), CONVERTED[case_type]
+    assert {k[0]: k[1:] for k in ours["keys"]} == {k[0]: k[1:] for k in theirs["keys"]}
+    mine, expected = {t[0]: t[1:] for t in ours["tensors"]}, {t[0]: t[1:] for t in theirs["tensors"]}
+    assert sorted(mine) == sorted(expected)
+    head = "output.weight" if "output.weight" in expected else "token_embd.weight"
+    for name, want in expected.items():
+        if name == head:
+            assert want[0] in ("Q6_K", "Q8_0") and mine[name][0] == type_name
+        else:
+            assert mine[name] == want, name
 
 
 def source_weights(src) -> dict[str, np.ndarray]:

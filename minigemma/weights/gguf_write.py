@@ -22,9 +22,10 @@ sources), checked key by key and tensor by tensor against files that converter w
 Each tensor's type follows llama.cpp: 1-D tensors, norms, `.scale` vectors and the MoE router
 stay F32 (the converter's rule); under the types only llama-quantize writes (Q4_0, Q4_1, Q5_0,
 Q5_1) `per_layer_model_proj` stays F32 too (llama-quantize: "not too big"); a row length that is not a multiple of the block falls back to F16 (both); the
-rest is stored in the chosen type. One difference from llama-quantize: it stores the (tied)
-`token_embd` in Q6_K under a 4-/5-bit type, a K-quant the `gguf` package cannot write, so here it
-gets the chosen type like the other matrices.
+rest is stored in the chosen type. One difference from llama-quantize: under a 4- or 5-bit type
+it stores the head (`output`, or the tied `token_embd`) in Q6_K (Q8_0 when rows are too short for
+its 256-value blocks), a K-quant the `gguf` package cannot write; here the head gets the chosen type.
+Otherwise our 4- and 5-bit files equal llama-quantize's byte for byte (tests/test_gguf_write.py).
 
 Nothing is held whole: the tensor table is written first, then one tensor at a time, quantized a
 block of rows at a time from the memory-mapped checkpoint. Quantizing is `gguf.quants.quantize`
