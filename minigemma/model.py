@@ -286,7 +286,7 @@ def load_gguf(path: str, kernels: bool | None = None) -> Model:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     chosen = backend(kernels)
-    ckpt.linear = chosen.linear
+    ckpt.linear, ckpt.quant_linear = chosen.linear, chosen.quant_linear
     weights = load_text(ckpt, config.text, TEXT_PREFIX[config.model_type], HEAD_NAME)
     _check_unexpected(ckpt, config)
     return Model(config, weights, path, backend=chosen, gguf_metadata=ckpt.file.metadata)

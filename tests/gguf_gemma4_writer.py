@@ -35,6 +35,14 @@ def stored_values(values: np.ndarray, qtype) -> tuple[np.ndarray, np.ndarray]:
     return data, gguf.quants.dequantize(data, qtype).reshape(values.shape).astype(np.float32)
 
 
+def padded_tiny_vocabulary(size: int):
+    """The tiny vocabulary (77 pieces) padded with unused pieces to `size`, merges of "▁" + letter."""
+    pieces, scores, types = tiny_vocabulary(size)
+    extra = range(len(pieces), size)
+    pieces, scores, types = pieces + [f"<unused{i}>" for i in extra], scores + [0.0] * len(extra), types + [UNUSED] * len(extra)
+    return pieces, scores, types, [f"{p[0]} {p[1:]}" for p in pieces if len(p) == 2 and p[0] == "\u2581"]
+
+
 def gguf_name(hf_name: str, names) -> str:
     """llama.cpp's name for a `Gemma4ForCausalLM` tensor, as `Gemma4Model.modify_tensors` gives it."""
     stem, _, suffix = hf_name.rpartition(".")
@@ -48,10 +56,11 @@ def gguf_name(hf_name: str, names) -> str:
     return f"{names.get_name(stem)}.{suffix}"
 
 
-def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=True) -> dict[str, np.ndarray]:
+def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, vocabulary=None, chat_template=None) -> dict[str, np.ndarray]:
     """Write `model` (a `Gemma4ForCausalLM`) as a GGUF file; return the Hugging Face state dict it
     holds (float32, dequantized). `qtype_of(gguf_name, values)`: each tensor's GGML type (None: left
-    out); rows too narrow for its blocks fall back to F16."""
+    out); rows too narrow for its blocks fall back to F16. `vocabulary`: (pieces, scores, types,
+    merges), else a tiny one (`gguf_fixtures.tiny_vocabulary`, padded with unused pieces)."""
     cfg = model.config
     n, types = cfg.num_hidden_layers, list(cfg.layer_types)
     n_shared = cfg.num_kv_shared_layers
@@ -85,20 +94,19 @@ def write_gemma4_gguf(path, model, qtype_of=lambda name, values: Q.F32, merges=T
     w.add_sliding_window_pattern([t == SLIDING for t in types])
     w.add_rope_dimension_count(global_head_dim)
     w.add_rope_dimension_count_swa(head_dim)
-    pieces, scores, token_types = tiny_vocabulary(cfg.vocab_size)
-    extra = range(len(pieces), cfg.vocab_size)  # the tiny vocabulary has 77 pieces: the rest unused
-    pieces, scores, token_types = pieces + [f"<unused{i}>" for i in extra], scores + [0.0] * len(extra), token_types + [UNUSED] * len(extra)
+    pieces, scores, token_types, merges = vocabulary or padded_tiny_vocabulary(cfg.vocab_size)
     w.add_tokenizer_model("gemma4")
     w.add_token_list(pieces)
     w.add_token_scores(scores)
     w.add_token_types(token_types)
-    if merges:
-        w.add_token_merges([f"{p[0]} {p[1:]}" for p in pieces if len(p) == 2 and p[0] == "\u2581"])
+    w.add_token_merges(merges)
     w.add_bos_token_id(2)
     w.add_eos_token_id(1)
     w.add_unk_token_id(3)
     w.add_pad_token_id(0)
     w.add_add_bos_token(True)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     partial = cfg.rope_parameters[GLOBAL].get("partial_rotary_factor", 1.0)
     turning = int(global_head_dim * partial / 2)

@@ -12,13 +12,14 @@
 * Bad files: unknown architecture, unsupported type, a tensor of the wrong shape, a missing
   tensor, a stray one: named errors, and the CLI's one line with exit status 2.
 
-Block-quantized tensors are dequantized by `minigemma/weights/quants.py` when it is there; until
-that module lands (issue 15's quantization part), `gguf.quants.dequantize` stands in (fixture
-`dequantizer`), in the tests only.
+Block-quantized matrices stay as stored (`QuantMatrix` / `QuantExperts` of `weights/quants_matrix.py`),
+multiplied by the backend's kernels; the reference's values come from `gguf.quants.dequantize`.
 """
 
+import mmap
 import subprocess
 import sys
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -36,23 +37,9 @@ from transformers import AutoModelForCausalLM
 import minigemma
 from minigemma.errors import CheckpointError, ConfigError
 from minigemma.text.rope import inverse_frequencies
-from minigemma.weights import gguf_weights
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def dequantizer():
-    """minigemma's block dequantizer, or the gguf package's until minigemma/weights/quants.py exists."""
-    try:
-        from minigemma.weights import quants  # noqa: F401
-
-        yield "minigemma"
-    except ImportError:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(gguf_weights, "block_dequantizer", lambda: lambda raw, kind, cols: gguf.quants.dequantize(raw, Q(kind)).reshape(-1, cols))
-            yield "gguf.quants"
 
 
 def matrix_type(qtype):
@@ -183,3 +170,42 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, tiny4):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "truncated header" in result.stderr and str(path) in result.stderr
+
+
+def test_float_matrices_stay_in_the_mapped_file(tmp_path, tiny4):
+    """Nothing converted on disk or copied at load: F32 and BF16 matrices are views of the map (kept
+    as stored for the kernels), the PLE-free model's embedding too; F16 ones are widened."""
+    path = tmp_path / "views.gguf"
+    write_gemma4_gguf(str(path), tiny4, lambda name, values: Q.F32 if values.ndim < 2 else Q.BF16 if "ffn" in name else Q.F32)
+    model = minigemma.load(path, kernels=True)
+    layer = model.weights.layers[0]
+    for matrix, kind in ((layer.mlp.up_proj, np.uint16), (layer.attention.q_proj, np.float32), (model.weights.embed, np.float32)):
+        stored = getattr(matrix, "stored", matrix)
+        assert stored.dtype == kind and is_mapped(stored)
+    assert not is_mapped(layer.input_norm)  # vectors: float32 copies (a few hundred bytes)
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return isinstance(a.obj if isinstance(a, memoryview) else a, mmap.mmap)
+
+
+def test_every_command_takes_a_gguf(tmp_path, tiny4):
+    """`--model x.gguf` on info, generate, chat and trace: the same text as the Python API."""
+    path = tmp_path / "cli.gguf"
+    template = (Path(minigemma.__file__).parent / "data" / "tiny" / "chat_template.jinja").read_text()
+    write_gemma4_gguf(str(path), tiny4, chat_template=template)
+    expected = minigemma.load(path).generate("abc", max_new_tokens=4, temperature=0)
+
+    def run(*args, stdin=None):
+        result = subprocess.run([sys.executable, "-m", "minigemma", *args, "--model", str(path)], input=stdin,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert f"model:       {path}" in run("info")
+    assert run("generate", "abc", "--max-new-tokens", "4", "--temperature", "0") == expected + "\n"
+    assert run("chat", "--max-new-tokens", "2", "--temperature", "0", stdin="hi\n") != ""
+    run("trace", "--prompt", "abc", "--out", str(tmp_path / "t.safetensors"))
+    assert (tmp_path / "t.safetensors").stat().st_size > 0

@@ -90,7 +90,7 @@ def test_reader_matches_the_gguf_package(tmp_path, drawn):
     ours, theirs = GGUFFile(path), gguf.GGUFReader(path)
     fields = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
     kv, arrays, _, _ = drawn
-    fields.update({key: value for key, value in arrays if isinstance(value[0], list)})  # GGUFReader flattens these
+    fields.update({key: value for key, value in arrays if value and isinstance(value[0], list)})  # GGUFReader flattens these
     assert {k: plain(v) for k, v in ours.metadata.items()} == fields
     assert ours.version == theirs.fields["GGUF.version"].contents()
     assert list(ours.tensors) == [t.name for t in theirs.tensors]

@@ -63,7 +63,7 @@ class _ShapeRecorder:
         self.ref(name, shape)
         return np.broadcast_to(np.float32(0), shape)
 
-    raw = matrix = f32
+    raw = matrix = stack = f32
 
 
 class RandomWeights:

@@ -10,7 +10,9 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program kill
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
     """--model, and --kernels / --no-kernels: how to run it (`kernels/__init__.py`)."""
-    p.add_argument("--model", metavar="DIR", help="checkpoint directory in Hugging Face layout (default: the embedded model)")
+    p.add_argument("--model", metavar="PATH",
+                   help="checkpoint directory in Hugging Face layout, or a .gguf file as llama.cpp writes it "
+                   "(default: the embedded model)")
     p.add_argument(
         "--kernels", action=argparse.BooleanOptionalAction, default=None,
         help="Numba kernels for the hot loops, weights kept as stored; --no-kernels: NumPy only "

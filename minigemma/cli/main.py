@@ -1,8 +1,8 @@
 """The `minigemma` command line.
 
-    minigemma info [--model DIR]              what a checkpoint contains
-    minigemma generate PROMPT [--model DIR]   continue a prompt, streaming (cli/generate.py)
-    minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin
+    minigemma info [--model DIR|FILE.gguf]              what a checkpoint contains
+    minigemma generate PROMPT [--model DIR|FILE.gguf]   continue a prompt, streaming (cli/generate.py)
+    minigemma chat [--model DIR|FILE.gguf]              multi-turn chat, one turn per line of stdin
     minigemma trace ... / compare A B         named activations, and where two traces diverge (cli/verify.py)
     minigemma lessons [N | all]               list the lessons, or run them (cli/lessons.py)
     minigemma quantize SRC OUT.gguf --type T  a checkpoint as a GGUF file, llama.cpp's layout (cli/quantize.py)

@@ -1,6 +1,6 @@
 """`minigemma trace` and `minigemma compare`: the command line of verifying a port (docs/verify.md).
 
-    minigemma trace [--model DIR] (--prompt TEXT | --ids 2,15,7) --out FILE [--names PATTERN]... [--reference]
+    minigemma trace [--model DIR|FILE.gguf] (--prompt TEXT | --ids 2,15,7) --out FILE [--names PATTERN]... [--reference]
                     [--image PATH]... [--max-soft-tokens N] [--audio PATH]...     (media with --prompt)
     minigemma compare A B [--atol 1e-4] [--rtol 1e-4] [--names PATTERN]...
 
@@ -57,22 +57,27 @@ def add_trace(sub) -> None:
 
 def run_trace(args) -> int:
     from ..text.config import load_config
-    from ..model import check_token_ids, default_model_path, load
+    from ..model import check_token_ids, default_model_path, is_gguf, load
     from ..verify.trace_file import save_trace
 
     path = args.model if args.model is not None else default_model_path()
     model, media = None, {}
+    if is_gguf(path):  # config and tokenizer live inside the file: load it once, here
+        if args.reference:
+            raise InputError(f"--reference: {path} is a GGUF file; the reference reads a Hugging Face checkpoint directory")
+        model = load(path)
     if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
         from ..generate.media_prompt import processor_inputs
 
         if args.prompt is None:
             raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
-        model = load(path)
+        model = model or load(path)
         ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio)
         ids = ids.tolist()
     else:
-        ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
-    check_token_ids(ids, load_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
+        ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(model or path, args.prompt)
+    vocab = (model.config if model is not None else load_config(path)).text.vocab_size
+    check_token_ids(ids, vocab, "--ids" if args.ids is not None else "--prompt")
     if args.reference:
         acts, meta = trace_reference(path, ids, args.names, args.prompt, media)
     else:  # the model loaded for the media above, if any
@@ -117,11 +122,13 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
-def encode_prompt(path: str, prompt: str) -> list[int]:
-    """Text -> ids with the checkpoint's own tokenizer, <bos> in front as `generate` does."""
+def encode_prompt(source, prompt: str) -> list[int]:
+    """Text -> ids with the checkpoint's own tokenizer, <bos> in front as `generate` does.
+    `source`: a checkpoint directory, or a loaded model (a GGUF's tokenizer is in the file)."""
     from ..generate.tokenizer import load_tokenizer
 
-    return load_tokenizer(path).encode(prompt, add_special_tokens=True)
+    tokenizer = load_tokenizer(source) if isinstance(source, str) else source.tokenizer
+    return tokenizer.encode(prompt, add_special_tokens=True)
 
 
 def add_compare(sub) -> None:

@@ -5,6 +5,8 @@
 | `text/attention.attend` + `attention_mask`         | `kernels/attention.py`             |
 | `text/moe.experts`                                 | `kernels/moe.py`                   |
 | `x @ W.T`; `weights/bf16.bf16_linear` (widen, BLAS)| `kernels/linear.py` (GEMV on bf16, small f32) |
+| `weights/quants_matrix.dequantize_linear` (GGUF)   | `kernels/quant.py` (fused GEMV on the blocks; prefill: dequantize a block of rows, BLAS) |
+| `text/moe.experts` on `QuantExperts`               | `kernels/quant_moe.py` (only the chosen experts' blocks are read) |
 
 The switch, in this order:
 
@@ -52,6 +54,7 @@ def backend(flag: bool | None = None) -> Backend:
     os.environ.setdefault(*OMP_WAIT_POLICY)  # read when Numba first starts its threads
     from .attention import attend
     from .linear import linear
-    from .moe import experts as fused_experts
+    from .quant import linear as quant_linear
+    from .quant_moe import experts as fused_experts  # float32 experts go on to moe.py
 
-    return Backend("numba", attend, fused_experts, linear)
+    return Backend("numba", attend, fused_experts, linear, quant_linear)

@@ -1,7 +1,7 @@
 """Which implementation runs a hot loop: the `Backend` a forward pass is handed.
 
 The feature files call `backend.attend`, `backend.experts` and (through the weights)
-`backend.linear` rather than a fixed function, so that the Numba kernels (`minigemma/kernels/`)
+`backend.linear` / `backend.quant_linear` rather than a fixed function, so that the Numba kernels (`minigemma/kernels/`)
 can stand in for the NumPy twins without the features knowing about them. `NUMPY` is the twins,
 the readable version; `kernels.backend()` builds the other one.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..weights.quants_matrix import dequantize_linear
 from .attention import attend_positions
 from .moe import experts
 
@@ -26,6 +27,9 @@ class Backend:
     # (`checkpoint.StoredMatrix`); None: plain float32 arrays and `x @ W.T`, bf16 widened at
     # load, the faster choice when nothing reads bf16 directly (see bf16.py)
     linear: Callable | None
+    # (x, raw GGUF blocks (out, row_bytes), type id, in) -> x @ W.T, what a `QuantMatrix` multiplies
+    # with: the twin dequantizes a block of rows at a time, the kernels never do
+    quant_linear: Callable = dequantize_linear
 
 
 NUMPY = Backend("numpy", attend_positions, experts, None)

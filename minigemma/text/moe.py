@@ -63,9 +63,9 @@ def load_moe(ckpt: Checkpoint, prefix: str, hidden: int, n_experts: int, inter: 
             scale=get("router.scale", (hidden,)),
             per_expert_scale=get("router.per_expert_scale", (n_experts,)),
         ),
-        experts=ExpertWeights(
-            gate_up_proj=get("experts.gate_up_proj", (n_experts, 2 * inter, hidden)),
-            down_proj=get("experts.down_proj", (n_experts, hidden, inter)),
+        experts=ExpertWeights(  # float32, or GGUF blocks kept as stored (`QuantExperts`)
+            gate_up_proj=ckpt.stack(f"{prefix}.experts.gate_up_proj", (n_experts, 2 * inter, hidden)),
+            down_proj=ckpt.stack(f"{prefix}.experts.down_proj", (n_experts, hidden, inter)),
         ),
         pre_norm=get("pre_feedforward_layernorm_2.weight", (hidden,)),
         post_norm_dense=get("post_feedforward_layernorm_1.weight", (hidden,)),

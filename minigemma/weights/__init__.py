@@ -6,6 +6,11 @@ Read in this order:
     checkpoint.py      safetensors, single file or sharded, memory-mapped, f32/f16/bf16 from raw bytes;
                        `StoredMatrix`: a weight kept as stored, multiplied by the backend's `linear`
     bf16.py            the NumPy twin of multiplying by bf16 weights (widen, then BLAS)
+    quants.py          GGUF's quantized blocks: the type table and `dequantize`, the readable twin;
+    quants_blocks.py     the plain floats and the 32-value formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1),
+    quants_k.py          the K-quants (Q4_K, Q5_K, Q6_K), each with its block layout drawn
+    quants_matrix.py   `QuantMatrix` / `QuantExperts`: GGUF blocks kept as stored, multiplied by the
+                       backend (the twin: dequantize a block of rows, then BLAS)
     gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`)
 """
 

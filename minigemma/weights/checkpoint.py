@@ -187,6 +187,11 @@ class TensorSource:
             return stored
         return to_f32(stored, ref.dtype)
 
+    def stack(self, name: str, shape: tuple[int, ...]):
+        """A stack of weight matrices (MoE experts, (experts, rows, cols)): float32 here; a GGUF
+        file's block-quantized experts stay as stored (`gguf_weights.GGUFCheckpoint.stack`)."""
+        return self.f32(name, shape)
+
     def nbytes(self) -> int:
         return sum(ref.nbytes for ref in self.refs.values())
 

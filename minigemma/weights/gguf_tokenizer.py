@@ -61,15 +61,16 @@ def respelled(tokens: list[str]) -> list[str]:
 def merges_from_order(tokens: list[str]) -> list[tuple[str, str]]:
     """BPE merges implied by a vocabulary ranked by position (`generate_merges` of transformers with
     the position as score): every split of a piece into two pieces of the vocabulary is a merge;
-    merges of earlier pieces first, then shorter left parts; splits of one piece by their ids."""
-    vocab = {t: i for i, t in enumerate(tokens)}
-    merges = []
+    merges of earlier pieces first, and of one piece, the split with the longer left part first."""
+    vocab = {t: i for i, t in enumerate(tokens)}  # a repeated piece: its last id (as the reference)
+    merges = []  # (rank, -len(left), left, right): earlier pieces first, a longer left part first
     for piece, rank in vocab.items():
-        local = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
-        local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
-        merges.extend((rank, len(left), len(right), left, right) for left, right in local)
-    merges.sort(key=lambda m: (m[0], m[1], m[2]))  # stable: ties keep the per-piece order
-    return [(left, right) for _, _, _, left, right in merges]
+        for k in range(len(piece) - 1, 0, -1):
+            left, right = piece[:k], piece[k:]
+            if left in vocab and right in vocab:
+                merges.append((rank, -k, left, right))
+    merges.sort(key=lambda m: (m[0], m[1]))  # already in order unless a piece repeats: a cheap pass
+    return [(left, right) for _, _, left, right in merges]
 
 
 def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
@@ -110,8 +111,9 @@ def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
             named[name] = tokens[i]
     control = [t for t, k in zip(tokens, types) if k == CONTROL]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control + list(named.values())])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    specials = {t: vocab.get(t, tokens.index(t)) for t in dict.fromkeys(control + list(named.values()))}
+    # user-defined pieces, whole; a respelled space piece is no longer one (it merges like any other)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED and t in vocab])
+    specials = {t: vocab[t] for t in dict.fromkeys(control + list(named.values()))}
     # llama.cpp adds <bos> unless told not to; transformers follows it, except for Gemma 4, whose
     # chat template writes <bos> itself (transformers sets add_bos_token False for "gemma4")
     add_bos = kind == "llama" and bool(meta.get("tokenizer.ggml.add_bos_token", True)) and "bos_token" in named

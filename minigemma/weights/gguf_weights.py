@@ -7,10 +7,11 @@ a tensor is handed out:
 
 * F32 / BF16 matrices: views of the map (`StoredMatrix` with the kernels), as from safetensors;
   F16 ones widened to float32 when loaded;
-* block-quantized matrices (Q8_0, Q4_K, ...): with a `quants` module that multiplies them as
-  stored, a `QuantMatrix`; else dequantized to float32 when loaded;
-* the Per-Layer-Embedding table, whatever its type: only the rows of the tokens seen are read
-  and dequantized (`QuantRows`);
+* block-quantized matrices (Q8_0, Q4_K, ...): `QuantMatrix`, the blocks as stored, multiplied by
+  the backend's `quant_linear` (the Numba kernels, or the twin that dequantizes a block of rows at
+  a time), MoE experts as `QuantExperts` (`stack`): only the chosen experts' blocks are read;
+* embedding and Per-Layer-Embedding tables, whatever their type: only the rows of the tokens seen
+  are read and dequantized (`QuantMatrix[ids]`);
 * Gemma 3 norm weights: llama.cpp stores `1 + w` (its RMSNorm multiplies by the weight as is);
   the Hugging Face weight is `w`, so the 1 comes off here and the Gemma 3 config adds it back at
   load, exactly as the reference does with the same file.
@@ -30,6 +31,8 @@ from ..errors import CheckpointError
 from .checkpoint import TensorRef, TensorSource, bf16_to_f32
 from .gguf import GGMLType, GGUFFile, GGUFTensor
 from .gguf_config import hf_config
+from .quants import dequantize as dequantize_blocks
+from .quants_matrix import QuantExperts, QuantMatrix, dequantize_linear
 
 # GGUF name -> Hugging Face name (`Gemma4ForCausalLM` / `Gemma3ForCausalLM`: text model under `model.`)
 MODEL_NAMES = {
@@ -95,29 +98,7 @@ def dequantize(raw: np.ndarray, kind: GGMLType, cols: int) -> np.ndarray:
         return bf16_to_f32(raw).reshape(-1, cols)
     if kind.name in PLAIN:
         return np.asarray(raw, np.float32).reshape(-1, cols)
-    return block_dequantizer()(np.asarray(raw).reshape(-1, raw.shape[-1]), kind.id, cols)
-
-
-def block_dequantizer():
-    """`quants.dequantize(raw (rows, row_bytes) uint8, ggml_type, cols) -> float32 (rows, cols)`."""
-    try:
-        from .quants import dequantize as blocks
-    except ImportError:
-        raise CheckpointError("quantized GGUF tensors need minigemma/weights/quants.py, which is not installed") from None
-    return blocks
-
-
-class QuantRows:
-    """A stored matrix read row by row: `table[ids]` dequantizes only the rows asked for
-    (the embedding and Per-Layer-Embedding tables of a quantized file)."""
-
-    def __init__(self, stored: np.ndarray, kind: GGMLType, shape: tuple[int, int]):
-        self.stored, self.kind, self.shape = stored, kind, shape  # stored: (rows, row_bytes) or typed (rows, cols)
-        self.dtype = np.dtype(np.float32)
-
-    def __getitem__(self, rows) -> np.ndarray:
-        picked = self.stored[rows]
-        return dequantize(picked, self.kind, self.shape[1]).reshape(*np.shape(rows), self.shape[1])
+    return dequantize_blocks(np.asarray(raw).reshape(-1, raw.shape[-1]), kind.id, cols)
 
 
 class GGUFCheckpoint(TensorSource):
@@ -127,6 +108,7 @@ class GGUFCheckpoint(TensorSource):
     def __init__(self, file: GGUFFile, norm_shift: float = 0.0):
         super().__init__()
         self.file, self.directory, self.norm_shift = file, file.path, norm_shift
+        self.quant_linear = dequantize_linear  # how a QuantMatrix multiplies: `Backend.quant_linear`
         self.tensors: dict[str, GGUFTensor] = {}
         self.refs = {}
         for t in file.tensors.values():
@@ -153,13 +135,18 @@ class GGUFCheckpoint(TensorSource):
             ) from None
 
     def _stored(self, ref: TensorRef):
+        """F32 / F16 / BF16: a view of the map; blocks: a `QuantMatrix` (3-D: `QuantExperts`)."""
         t = self.tensors[ref.name]
-        raw = self.file.raw(t)
-        return raw if t.type.name in PLAIN else QuantRows(raw, t.type, (int(np.prod(t.shape[:-1])), t.shape[-1]))
+        raw = self.file.raw(t)  # blocks: (rows, row_bytes)
+        if t.type.name in PLAIN:
+            return raw
+        if len(t.shape) == 3:
+            return QuantExperts(raw.reshape(*t.shape[:2], -1), t.type.id, t.shape[-1], self.quant_linear)
+        return QuantMatrix(raw, t.type.id, t.shape[-1], self.quant_linear)
 
     def f32(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The tensor as float32 in memory (dequantized, norm shift taken off)."""
-        ref = self.ref(name, shape)
+        self.ref(name, shape)  # marks it read, checks the shape
         t = self.tensors[name]
         values = dequantize(self.file.raw(t), t.type, t.shape[-1]).reshape(t.shape)
         if self.norm_shift and name.endswith(NORM_SUFFIX):
@@ -167,10 +154,14 @@ class GGUFCheckpoint(TensorSource):
         return np.array(values, np.float32)  # ours, not a view of the map
 
     def matrix(self, name: str, shape: tuple[int, ...]):
+        """As stored: float32 / bf16 as for safetensors (`TensorSource.matrix`), blocks as `QuantMatrix`."""
         ref = self.ref(name, shape)
-        if ref.dtype in PLAIN:
-            return super().matrix(name, shape)
-        return self.f32(name, shape)
+        return super().matrix(name, shape) if ref.dtype in PLAIN else self._stored(ref)
+
+    def stack(self, name: str, shape: tuple[int, ...]):
+        """A stack of matrices (MoE experts): `QuantExperts` when block-quantized, else float32."""
+        ref = self.ref(name, shape)
+        return self.f32(name, shape) if ref.dtype in PLAIN else self._stored(ref)
 
 
 def gguf_name(hf: str) -> str:
