@@ -5,8 +5,12 @@
   every type the converter writes, our file equals the one `convert_hf_to_gguf.py` wrote, key by
   key (order, types, values; long arrays by sha256) and tensor by tensor (name, order, type, shape,
   sha256 of the bytes). The converter's listings are stored test data (gguf_write_fixtures.py).
+* Against llama-quantize: in Q4_0/Q4_1/Q5_0/Q5_1, its file (from the converter's F32 one) and ours
+  agree key by key and tensor by tensor, but for the head it stores in Q6_K.
 * Against transformers' GGUF loader: a Gemma 3 file in every type loads as a `Gemma3ForCausalLM`
   whose weights are the checkpoint's, exactly (F32) or as `gguf.quants` rounds them.
+* Through minigemma's GGUF reader: every case's F32 file gives the checkpoint's logits, and every
+  type's file gives transformers' logits on the weights the file stores (1e-4).
 * For drawn Gemma 4 configs (PLE, KV sharing, double-wide, k_eq_v, MoE on and off): every
   checkpoint tensor is in the file under its llama.cpp name, values round-trip, types follow the rules.
 * Bad input: one named error, and the CLI's one line with exit status 2.
@@ -131,6 +135,34 @@ def test_minigemma_reads_the_file_as_the_checkpoint(case, checkpoints, tmp_path)
         with torch.no_grad():
             expected = ref(input_ids=torch.as_tensor(ids)[None], use_cache=False, output_hidden_states=True).logits[0].numpy()
         np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case_type", [f"{c}/{t}" for c in ("gemma4", "gemma3") for t in TYPES])
+def test_minigemma_reads_every_type_as_the_reference_on_the_stored_weights(case_type, checkpoints, tmp_path):
+    """Each type's file in minigemma = transformers, with the checkpoint's config and every weight
+    replaced by the file's (dequantized with the gguf package; Gemma 3's norms less the 1), at 1e-4."""
+    from transformers import AutoModelForCausalLM
+
+    case, type_name = case_type.split("/")
+    src = checkpoints[case]
+    quantize(src, tmp_path / "m.gguf", type_name)
+    stored = {t.name: t for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager")
+    arch = gguf.MODEL_ARCH.GEMMA4 if case == "gemma4" else gguf.MODEL_ARCH.GEMMA3
+    names = gguf.get_tensor_name_map(arch, ref.config.num_hidden_layers)
+    with torch.no_grad():
+        for name, w in ref.state_dict().items():
+            if name == "lm_head.weight" and ref.config.tie_word_embeddings:
+                continue
+            t = stored[expected_name(names, name)]
+            values = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(w.shape)
+            if case == "gemma3" and name.endswith("norm.weight"):
+                values = values - np.float32(1.0)
+            w.copy_(torch.from_numpy(np.array(values, dtype=np.float32)))
+    ids = np.random.default_rng(2).integers(3, 4096, 24)
+    with torch.no_grad():
+        expected = ref(input_ids=torch.as_tensor(ids)[None], use_cache=False, output_hidden_states=True).logits[0].numpy()
+    np.testing.assert_allclose(logits(minigemma.load(str(tmp_path / "m.gguf")), ids), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_gemma3_layer_pattern_other_than_5_to_1_is_stated(tmp_path):
