@@ -11,7 +11,8 @@ Read in this order:
     quants_k.py          the K-quants (Q4_K, Q5_K, Q6_K), each with its block layout drawn
     quants_matrix.py   `QuantMatrix` / `QuantExperts`: GGUF blocks kept as stored, multiplied by the
                        backend (the twin: dequantize a block of rows, then BLAS)
-    gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`)
+    gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`);
+    gguf_write_vocab.py  its vocabulary, as llama.cpp's converter derives it
 """
 
 from .checkpoint import Checkpoint, write_safetensors
