@@ -6,6 +6,7 @@
     generate.py   `minigemma generate`, `minigemma chat`
     verify.py     `minigemma trace`, `minigemma compare`
     lessons.py    `minigemma lessons`
+    quantize.py   `minigemma quantize` (a checkpoint as a GGUF file)
 """
 
 from .main import main

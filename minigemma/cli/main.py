@@ -5,6 +5,7 @@
     minigemma chat [--model DIR|FILE.gguf]              multi-turn chat, one turn per line of stdin
     minigemma trace ... / compare A B         named activations, and where two traces diverge (cli/verify.py)
     minigemma lessons [N | all]               list the lessons, or run them (cli/lessons.py)
+    minigemma quantize SRC OUT.gguf --type T  a checkpoint as a GGUF file, llama.cpp's layout (cli/quantize.py)
 
 Every command takes `--help`. A user mistake (missing directory, bad flag value, bad checkpoint)
 prints one line, `minigemma: error: ...`, and exits with status 2: no traceback.
@@ -21,11 +22,12 @@ from .common import EXIT_BROKEN_PIPE, EXIT_USER_ERROR
 from .generate import add_chat, add_generate
 from .info import add_info
 from .lessons import add_lessons
+from .quantize import add_quantize
 from .verify import add_compare, add_trace
 
 # ---------------------------------------------------------------------------------------------- main
 
-COMMANDS = [add_info, add_generate, add_chat, add_trace, add_compare, add_lessons]
+COMMANDS = [add_info, add_generate, add_chat, add_trace, add_compare, add_lessons, add_quantize]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -16,6 +16,8 @@ Read in this order:
     gguf_config.py     a GGUF's metadata (gemma4 / gemma3) restated as config.json
     gguf_tokenizer.py  its tokenizer, rebuilt in memory from the metadata (tokens, merges, specials)
     gguf_weights.py    its tensors under Hugging Face names, kept in the map (`GGUFCheckpoint`)
+    gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`);
+    gguf_write_vocab.py  its vocabulary, as llama.cpp's converter derives it
 """
 
 from .checkpoint import Checkpoint, write_safetensors
