@@ -11,6 +11,10 @@ is bandwidth-bound, so the table also prints the roofline: the machine's measure
 divided by the weight bytes a decode step reads. Numba's compile time is measured apart, in a
 fresh cache directory (first use) and again from that cache (second use); then comes the
 attention sweep over prompt lengths (`sweep.py`). Results also go to WEIGHTS_DIR/results.json.
+
+Before it starts it says what it will build, where, and how big; the weights go to a fresh
+temporary directory, removed at the end unless `--keep` (or `--weights DIR`, which is kept and
+reused by later runs).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ LABELS = {
 # sleeping by default (kernels/__init__.py); torch's OpenMP gets the same, which on a busy machine
 # spares it the spinning threads that otherwise make it several times slower.
 SAME_FOR_ALL = {"OMP_WAIT_POLICY": "PASSIVE"}
-DEFAULT_WEIGHTS = os.path.join(tempfile.gettempdir(), "minigemma-bench")
 GB = 1e9
+DEFAULT_RUN_MINUTES = 6.5  # the default configs, measured on an idle 2-core machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here
 
 
@@ -92,6 +96,26 @@ def compile_times(threads: int) -> dict:
         first = subprocess_json(["benchmarks.engines", "compile"], threads, {"NUMBA_CACHE_DIR": cache})
         second = subprocess_json(["benchmarks.engines", "compile"], threads, {"NUMBA_CACHE_DIR": cache})
     return {"first_use": first, "second_use": second}
+
+
+def parameters(name: str) -> int:
+    """Parameters of a benchmark config, counted from its tensor shapes (nothing is built)."""
+    import numpy as np
+
+    from benchmarks.configs import CONFIGS
+    from weights_tools.random_checkpoint import expected_tensors
+
+    return sum(int(np.prod(shape)) for shape in expected_tensors({**CONFIGS[name], "model_type": "gemma4_text"}).values())
+
+
+def announce(configs: list[str], weights: str, keep: bool) -> None:
+    """What the run will write, where, how big, and whether it stays."""
+    sizes = {name: parameters(name) for name in configs}
+    parts = ", ".join(f"{name} ({n / 1e6:.1f}M parameters: {4 * n / GB:.2f} GB float32 + {2 * n / GB:.2f} GB bf16)"
+                      for name, n in sizes.items())
+    fate = "kept" if keep else "removed at the end (--keep keeps them)"
+    print(f"benchmark: random weights for {parts}, {6 * sum(sizes.values()) / GB:.1f} GB in all, in {weights}; {fate}. "
+          f"The default run takes about {DEFAULT_RUN_MINUTES:g} minutes on an idle 2-core machine.", flush=True)
 
 
 def run_config(name: str, weights_dir: str, args) -> dict:
@@ -186,8 +210,25 @@ def main(argv=None) -> int:
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip measuring Numba's compile time")
     p.add_argument("--bandwidth-gib", type=float, default=1.0, help="GiB read by the bandwidth probe")
-    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"where the random weights live (default {DEFAULT_WEIGHTS})")
+    p.add_argument("--weights", metavar="DIR", help="where the random weights live, kept and reused by later runs "
+                   "(default: a fresh temporary directory, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary weights directory (its path is printed)")
     args = p.parse_args(argv)
+    keep = args.keep or args.weights is not None
+    if args.weights is None:
+        args.weights = tempfile.mkdtemp(prefix="minigemma-bench-")
+    announce(args.configs, args.weights, keep)
+    try:
+        return run(args)
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(args.weights, ignore_errors=True)
+            print(f"removed {args.weights}", file=sys.stderr)
+
+
+def run(args) -> int:
 
     report = {"machine": machine(), "args": vars(args)}
     print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "

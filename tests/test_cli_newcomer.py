@@ -171,3 +171,16 @@ def test_cli_and_python_share_the_max_new_tokens_default():
     for fn in (minigemma.Model.generate, minigemma.Model.stream):
         assert inspect.signature(fn).parameters["max_new_tokens"].default == args.max_new_tokens
     assert build_parser().parse_args(["chat"]).max_new_tokens == args.max_new_tokens
+
+
+def test_the_cache_directory_and_its_overrides(monkeypatch, tmp_path):
+    from minigemma.weights.cache_dir import CACHE_ENV, cache_dir
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir("gguf") == str(tmp_path / ".cache" / "minigemma" / "gguf")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "xdg" / "minigemma")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_dir("gguf", "x") == str(tmp_path / "mine" / "gguf" / "x")

@@ -6,6 +6,7 @@ Read in this order:
     checkpoint.py      safetensors, single file or sharded, memory-mapped, f32/f16/bf16 from raw bytes;
                        `StoredMatrix`: a weight kept as stored, multiplied by the backend's `linear`
     bf16.py            the NumPy twin of multiplying by bf16 weights (widen, then BLAS)
+    cache_dir.py       where conversions and caches go (~/.cache/minigemma, or $MINIGEMMA_CACHE)
 """
 
 from .checkpoint import Checkpoint, write_safetensors
