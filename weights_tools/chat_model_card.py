@@ -23,7 +23,7 @@ from weights_tools import chat_eval
 from weights_tools.model_card import parameter_groups
 
 REPLY_TOKENS = 160  # token limit of the measured replies
-REPLY_QUESTIONS = 40  # held-out questions whose replies are measured
+REPLY_QUESTIONS = 24  # held-out questions whose replies are measured
 TRANSCRIPT = ("Hi!", "What does os.path.join do?", "What is the pass statement?", "Thanks!")
 THINKING_TRANSCRIPT = ("What does str.upper do?",)
 
@@ -151,7 +151,10 @@ conversations), in **{seconds / 60:.0f} minutes** on {hp['threads']} CPU thread(
 0.95), peak learning rate {hp['lr']:g} after {hp['warmup_steps']} warm-up steps, held, then decayed
 linearly over the last {hp['decay_fraction']:.0%} of the steps to {hp['min_lr_fraction']:g} of it,
 weight decay {hp['weight_decay']:g} on matrices, gradient clipping {hp['grad_clip']:g}, load-balancing
-loss x {hp['aux_loss_weight']:g}, seed {hp['seed']}, corpus seed {hp['corpus_seed']}.
+loss x {hp['aux_loss_weight']:g}, seed {hp['seed']}, corpus seed {hp['corpus_seed']}. The shipped run was
+started for more steps and shortened (to 600 at step 100, to 500 at step 250) as the machine's load
+allowed, each time before its learning rate began to decay: the schedule makes that exactly a run
+of the final length (`tests/test_tiny_model.py::test_run_length_can_change_before_the_decay`).
 
 {plot}## Evaluation (measured by minigemma on the shipped bf16 weights)
 
