@@ -72,11 +72,12 @@ def test_ships_beside_the_plain_model_with_gemma_sampling_defaults():
 
 
 def test_piped_chat_answers_in_the_model_turn_and_stops_at_end_of_turn():
-    r = run_cli("chat", "--temperature", "0", "--max-new-tokens", str(MAX_NEW),
-                stdin="Hi!\nWhat does os.path.join do?\n")
+    # as the README's first command: Gemma's sampling defaults, a seed to repeat it
+    r = run_cli("chat", "--seed", "0", "--max-new-tokens", str(MAX_NEW),
+                stdin="Hi!\nWhat does os.path.join do?\nWhat is the pass statement?\n")
     assert r.returncode == 0, r.stderr
     counts = reports(r.stderr)
-    assert len(counts) == 2 and all(n < MAX_NEW for n in counts), r.stderr  # each turn ended at a stop token
+    assert len(counts) == 3 and all(n < MAX_NEW for n in counts), r.stderr  # each turn ended at a stop token
     replies = r.stdout.strip("\n").split("\n")
     assert replies and all("<|turn>" not in line and "<turn|>" not in line for line in replies)
     assert "(thinking)" not in r.stdout  # no thinking unless asked
@@ -106,14 +107,16 @@ def test_generate_samples_by_default_and_is_greedy_at_temperature_zero(model):
 # --------------------------------------------------------------------------------------------
 # it has learned: the model's turns of held-out conversations, and how its replies to them end
 
-REPLIES_ASKED = 10  # held-out questions whose greedy replies are generated here
-MIN_ENDED = 8  # of them, at least this many end at <turn|> (the card reports the rate on more)
+REPLIES_ASKED = 10  # held-out questions whose replies are generated here
+MIN_ENDED = 8  # of them, at least this many end at <turn|> (the card reports the greedy rate on more)
 
 
 def test_held_out_questions_get_replies_that_end_at_end_of_turn(model):
+    """Sampled as `minigemma chat` samples by default (Gemma's settings), with a seed."""
     held_out = chat_eval.read_conversations(os.path.join(CHAT_DIR, "heldout_chat.jsonl"))
     questions = [q for q, _ in chat_eval.first_questions(held_out)][:REPLIES_ASKED]
-    plain, thinking = (chat_eval.reply_endings(model, questions, think, MAX_NEW) for think in (False, True))
+    sampling = resolve(seed=0, generation_config=load_generation_config(CHAT_DIR))
+    plain, thinking = (chat_eval.reply_endings(model, questions, think, MAX_NEW, sampling) for think in (False, True))
     print(f"held-out replies ending at <turn|>: {plain['ended_at_turn_end']}/{len(questions)}, "
           f"with thinking {thinking['ended_at_turn_end']}/{len(questions)} (opened the channel: {thinking['opened_thinking']})")
     assert plain["ended_at_turn_end"] >= MIN_ENDED and plain["opened_thinking"] == 0

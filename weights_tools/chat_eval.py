@@ -39,9 +39,9 @@ def first_questions(conversations: list[dict]) -> list[tuple[str, bool]]:
     return [(c["turns"][0][0], c["thinking"]) for c in conversations if c["turns"][0][0] not in greetings]
 
 
-def reply_endings(model, questions: list[str], thinking: bool, max_new_tokens: int) -> dict:
-    """Greedy replies to each question alone: how many ended at `<turn|>` (not at the token limit),
-    how many opened the thinking channel, and the mean length in tokens."""
+def reply_endings(model, questions: list[str], thinking: bool, max_new_tokens: int, sampling=None) -> dict:
+    """Replies to each question alone (greedy, or with `sampling`): how many ended at `<turn|>`
+    (not at the token limit), how many opened the thinking channel, and the mean length in tokens."""
     from minigemma.generate.loop import generate_ids
     from minigemma.generate.sampling import Sampling
 
@@ -52,7 +52,7 @@ def reply_endings(model, questions: list[str], thinking: bool, max_new_tokens: i
     lengths = []
     for q in questions:
         ids = tokenizer.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True, **switches)
-        new = list(generate_ids(model, ids, Sampling(temperature=0.0), max_new_tokens, frozenset({end})))
+        new = list(generate_ids(model, ids, sampling or Sampling(temperature=0.0), max_new_tokens, frozenset({end})))
         ended += new[-1] == end
         opened += channel in new
         lengths.append(len(new))

@@ -72,11 +72,16 @@ def measure(model_dir: str, init: str) -> dict:
     ce, count = chat_eval.model_turn_loss(model, held_out)
     plain_ce, _ = chat_eval.model_turn_loss(plain, held_out, model.tokenizer)
     questions = [q for q, _ in chat_eval.first_questions(held_out)][:REPLY_QUESTIONS]
+    from minigemma.generate.sampling import load_generation_config, resolve
+
+    sampling = resolve(seed=0, generation_config=load_generation_config(model_dir))  # Gemma's defaults, seeded
     return {
         "held_out_conversations": len(held_out), "held_out_model_turn_tokens": count,
         "held_out_ce": ce, "plain_model_held_out_ce": plain_ce,
         "replies": chat_eval.reply_endings(model, questions, False, REPLY_TOKENS),
         "thinking_replies": chat_eval.reply_endings(model, questions, True, REPLY_TOKENS),
+        "sampled_replies": chat_eval.reply_endings(model, questions, False, REPLY_TOKENS, sampling),
+        "sampled_thinking_replies": chat_eval.reply_endings(model, questions, True, REPLY_TOKENS, sampling),
         "transcript": transcript(model, TRANSCRIPT),
         "thinking_transcript": transcript(model, THINKING_TRANSCRIPT, thinking=True),
     }
@@ -104,7 +109,7 @@ def _card(n: dict, log: dict) -> str:
     train, held = corpus["train"], corpus["heldout"]
     last = log["log"][-1]
     steps, tokens_seen, seconds = last[0], last[3], last[4]
-    r, t = n["replies"], n["thinking_replies"]
+    r, t, rs, ts = n["replies"], n["thinking_replies"], n["sampled_replies"], n["sampled_thinking_replies"]
     plot = "![fine-tuning loss](loss.png)\n\n" if n["plot"] else ""
     return f"""# minigemma tiny-chat: a small Gemma 4 that chats
 
@@ -166,12 +171,16 @@ Loss of the model's turns in the {n['held_out_conversations']} held-out conversa
 | this model | **{n['held_out_ce']:.3f}** (perplexity {np.exp(n['held_out_ce']):.1f}) |
 | the plain model it started from | {n['plain_model_held_out_ce']:.3f} |
 
-Greedy replies to {r['questions']} held-out questions, asked alone ({REPLY_TOKENS} new tokens at most):
+Replies to {r['questions']} held-out questions, asked alone ({REPLY_TOKENS} new tokens at most), greedy
+and sampled with Gemma's defaults (seed 0). Greedy decoding of a model this small falls into loops
+more often, so sampling is its default:
 
-| | ended at `<turn|>` | opened the thinking channel | mean length (tokens) |
-| --- | --- | --- | --- |
-| thinking off | {r['ended_at_turn_end']} / {r['questions']} | {r['opened_thinking']} | {r['mean_new_tokens']:.0f} |
-| thinking on (`--think`) | {t['ended_at_turn_end']} / {t['questions']} | {t['opened_thinking']} | {t['mean_new_tokens']:.0f} |
+| decoding | thinking | ended at `<turn|>` | opened the thinking channel | mean length (tokens) |
+| --- | --- | --- | --- | --- |
+| greedy | off | {r['ended_at_turn_end']} / {r['questions']} | {r['opened_thinking']} | {r['mean_new_tokens']:.0f} |
+| greedy | on (`--think`) | {t['ended_at_turn_end']} / {t['questions']} | {t['opened_thinking']} | {t['mean_new_tokens']:.0f} |
+| sampled | off | {rs['ended_at_turn_end']} / {rs['questions']} | {rs['opened_thinking']} | {rs['mean_new_tokens']:.0f} |
+| sampled | on (`--think`) | {ts['ended_at_turn_end']} / {ts['questions']} | {ts['opened_thinking']} | {ts['mean_new_tokens']:.0f} |
 
 A scripted chat, greedy (`printf '...' | minigemma chat --temperature 0`):
 
