@@ -29,11 +29,12 @@ THINKING_TRANSCRIPT = ("What does str.upper do?",)
 
 
 def transcript(model, turns, thinking=False, system=None) -> str:
-    """A scripted chat, greedy, written as `minigemma chat` prints it."""
+    """A scripted chat as `minigemma chat --seed 0` prints it (the model's sampling defaults)."""
     from minigemma.generate.chat import THOUGHT, Conversation
-    from minigemma.generate.sampling import Sampling
+    from minigemma.generate.sampling import load_generation_config, resolve
 
-    chat = Conversation(model, Sampling(temperature=0.0), REPLY_TOKENS, system, thinking)
+    sampling = resolve(seed=0, generation_config=load_generation_config(model.path))
+    chat = Conversation(model, sampling, REPLY_TOKENS, system, thinking)
     lines = []
     for turn in turns:
         lines.append(f"> {turn}")
@@ -182,7 +183,7 @@ more often, so sampling is its default:
 | sampled | off | {rs['ended_at_turn_end']} / {rs['questions']} | {rs['opened_thinking']} | {rs['mean_new_tokens']:.0f} |
 | sampled | on (`--think`) | {ts['ended_at_turn_end']} / {ts['questions']} | {ts['opened_thinking']} | {ts['mean_new_tokens']:.0f} |
 
-A scripted chat, greedy (`printf '...' | minigemma chat --temperature 0`):
+A scripted chat, sampled (`printf '...' | minigemma chat --seed 0`):
 
 ```text
 {n['transcript']}
@@ -193,6 +194,10 @@ With `--think`:
 ```text
 {n['thinking_transcript']}
 ```
+
+Known flaws: the corpus's thoughts put "a" before every kind of entry ("a attribute", "a
+exception"), and the model writes them so too; its answers name plausible but often wrong
+functions; greedy replies can loop until the token limit.
 
 ## Reproduce
 
