@@ -2,7 +2,7 @@
 
     minigemma info [--model DIR]              what a checkpoint contains
     minigemma generate PROMPT [--model DIR]   continue a prompt, streaming (cli/generate.py)
-    minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin
+    minigemma chat [--model DIR]              multi-turn chat, one turn per line of stdin (default: data/tiny-chat)
     minigemma trace ... / compare A B         named activations, and where two traces diverge (cli/verify.py)
     minigemma lessons [N | all]               list the lessons, or run them (cli/lessons.py)
 
