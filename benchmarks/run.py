@@ -45,13 +45,17 @@ DEFAULT_RUN_MINUTES = 6.5  # the default configs, measured on an idle 2-core mac
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here
 
 
-def subprocess_json(args: list[str], threads: int, env: dict | None = None) -> dict | list:
-    """Run `python -m benchmarks.<args>` with the thread count fixed; its last stdout line is JSON."""
+def subprocess_json(args: list[str], threads: int, env: dict | None = None, timeout: float | None = None) -> dict | list:
+    """Run `python -m benchmarks.<args>` with the thread count fixed; its last stdout line is JSON.
+    Past `timeout` seconds the step is stopped and reported as {"timeout": seconds}."""
     full_env = dict(os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
     full_env.update(SAME_FOR_ALL)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
+    try:
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": timeout}
     if out.returncode:
         raise SystemExit(f"benchmark step {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -108,14 +112,15 @@ def parameters(name: str) -> int:
     return sum(int(np.prod(shape)) for shape in expected_tensors({**CONFIGS[name], "model_type": "gemma4_text"}).values())
 
 
-def announce(configs: list[str], weights: str, keep: bool) -> None:
-    """What the run will write, where, how big, and whether it stays."""
+def announce(configs: list[str], weights: str, keep: bool, bf16: bool = True, minutes: float | None = None) -> None:
+    """What the run will write, where, how big, and whether it stays (and how long the default run takes)."""
     sizes = {name: parameters(name) for name in configs}
-    parts = ", ".join(f"{name} ({n / 1e6:.1f}M parameters: {4 * n / GB:.2f} GB float32 + {2 * n / GB:.2f} GB bf16)"
-                      for name, n in sizes.items())
+    copy = lambda n: f" + {2 * n / GB:.2f} GB bf16" if bf16 else ""  # noqa: E731
+    parts = ", ".join(f"{name} ({n / 1e6:.1f}M parameters: {4 * n / GB:.2f} GB float32{copy(n)})" for name, n in sizes.items())
     fate = "kept" if keep else "removed at the end (--keep keeps them)"
-    print(f"benchmark: random weights for {parts}, {6 * sum(sizes.values()) / GB:.1f} GB in all, in {weights}; {fate}. "
-          f"The default run takes about {DEFAULT_RUN_MINUTES:g} minutes on an idle 2-core machine.", flush=True)
+    took = f" The default run takes about {minutes:g} minutes on an idle 2-core machine." if minutes else ""
+    print(f"benchmark: random weights for {parts}, {(6 if bf16 else 4) * sum(sizes.values()) / GB:.1f} GB in all, "
+          f"in {weights}; {fate}.{took}", flush=True)
 
 
 def run_config(name: str, weights_dir: str, args) -> dict:
@@ -190,7 +195,7 @@ def print_compile(c: dict) -> None:
 
 
 def print_sweep(rows: list) -> None:
-    print("\nattention CPU time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
+    print("\nattention wall-clock time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
     keys = ["sliding_us", "sliding_ns_per_key", "sliding_twin_us", "global_us", "decode_sliding_us", "decode_global_us"]
     header = ["prompt", "sliding prefill", "same, ns per visible key", "sliding prefill, twin", "global prefill",
               "sliding decode step", "global decode step"]
@@ -210,16 +215,26 @@ def main(argv=None) -> int:
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip measuring Numba's compile time")
     p.add_argument("--bandwidth-gib", type=float, default=1.0, help="GiB read by the bandwidth probe")
+    add_weights_flags(p)
+    args = p.parse_args(argv)
+    return with_weights(args, args.configs, run, minutes=DEFAULT_RUN_MINUTES)
+
+
+def add_weights_flags(p) -> None:
     p.add_argument("--weights", metavar="DIR", help="where the random weights live, kept and reused by later runs "
                    "(default: a fresh temporary directory, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the temporary weights directory (its path is printed)")
-    args = p.parse_args(argv)
+
+
+def with_weights(args, configs: list[str], body, bf16: bool = True, minutes: float | None = None) -> int:
+    """Run `body(args)` with `args.weights` set: the given directory (kept), or a fresh temporary
+    one, announced with what will be built in it and removed at the end unless --keep."""
     keep = args.keep or args.weights is not None
     if args.weights is None:
         args.weights = tempfile.mkdtemp(prefix="minigemma-bench-")
-    announce(args.configs, args.weights, keep)
+    announce(configs, args.weights, keep, bf16, minutes)
     try:
-        return run(args)
+        return body(args)
     finally:
         if not keep:
             import shutil
