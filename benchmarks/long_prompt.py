@@ -19,7 +19,7 @@ import os
 import sys
 
 from benchmarks.configs import build
-from benchmarks.run import DEFAULT_WEIGHTS, GB, LABELS, machine, markdown_table, subprocess_json
+from benchmarks.run import GB, LABELS, add_weights_flags, machine, markdown_table, subprocess_json, with_weights
 
 ENGINES = ("kernels", "torch")
 
@@ -61,8 +61,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--time-limit", type=float, default=1800.0, help="seconds each engine process may take")
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=["kernels", "numpy", "torch"])
-    p.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    add_weights_flags(p)
     args = p.parse_args(argv)
+    return with_weights(args, [args.config], report, bf16=False)
+
+
+def report(args) -> int:
     m = machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores, load average " + " ".join(f"{x:.2f}" for x in m["load_average"]))
     rows = run(args.config, args.prompts, args.new, args.threads, args.time_limit, args.weights, args.engines)

@@ -11,6 +11,10 @@ is bandwidth-bound, so the table also prints the roofline: the machine's measure
 divided by the weight bytes a decode step reads. Numba's compile time is measured apart, in a
 fresh cache directory (first use) and again from that cache (second use); then comes the
 attention sweep over prompt lengths (`sweep.py`). Results also go to WEIGHTS_DIR/results.json.
+
+Before it starts it says what it will build, where, and how big; the weights go to a fresh
+temporary directory, removed at the end unless `--keep` (or `--weights DIR`, which is kept and
+reused by later runs).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ LABELS = {
 # sleeping by default (kernels/__init__.py); torch's OpenMP gets the same, which on a busy machine
 # spares it the spinning threads that otherwise make it several times slower.
 SAME_FOR_ALL = {"OMP_WAIT_POLICY": "PASSIVE"}
-DEFAULT_WEIGHTS = os.path.join(tempfile.gettempdir(), "minigemma-bench")
 GB = 1e9
+DEFAULT_RUN_MINUTES = 6.5  # the default configs, measured on an idle 2-core machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here
 
 
@@ -96,6 +100,27 @@ def compile_times(threads: int) -> dict:
         first = subprocess_json(["benchmarks.engines", "compile"], threads, {"NUMBA_CACHE_DIR": cache})
         second = subprocess_json(["benchmarks.engines", "compile"], threads, {"NUMBA_CACHE_DIR": cache})
     return {"first_use": first, "second_use": second}
+
+
+def parameters(name: str) -> int:
+    """Parameters of a benchmark config, counted from its tensor shapes (nothing is built)."""
+    import numpy as np
+
+    from benchmarks.configs import CONFIGS
+    from weights_tools.random_checkpoint import expected_tensors
+
+    return sum(int(np.prod(shape)) for shape in expected_tensors({**CONFIGS[name], "model_type": "gemma4_text"}).values())
+
+
+def announce(configs: list[str], weights: str, keep: bool, bf16: bool = True, minutes: float | None = None) -> None:
+    """What the run will write, where, how big, and whether it stays (and how long the default run takes)."""
+    sizes = {name: parameters(name) for name in configs}
+    copy = lambda n: f" + {2 * n / GB:.2f} GB bf16" if bf16 else ""  # noqa: E731
+    parts = ", ".join(f"{name} ({n / 1e6:.1f}M parameters: {4 * n / GB:.2f} GB float32{copy(n)})" for name, n in sizes.items())
+    fate = "kept" if keep else "removed at the end (--keep keeps them)"
+    took = f" The default run takes about {minutes:g} minutes on an idle 2-core machine." if minutes else ""
+    print(f"benchmark: random weights for {parts}, {(6 if bf16 else 4) * sum(sizes.values()) / GB:.1f} GB in all, "
+          f"in {weights}; {fate}.{took}", flush=True)
 
 
 def run_config(name: str, weights_dir: str, args) -> dict:
@@ -190,8 +215,35 @@ def main(argv=None) -> int:
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip measuring Numba's compile time")
     p.add_argument("--bandwidth-gib", type=float, default=1.0, help="GiB read by the bandwidth probe")
-    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"where the random weights live (default {DEFAULT_WEIGHTS})")
+    add_weights_flags(p)
     args = p.parse_args(argv)
+    return with_weights(args, args.configs, run, minutes=DEFAULT_RUN_MINUTES)
+
+
+def add_weights_flags(p) -> None:
+    p.add_argument("--weights", metavar="DIR", help="where the random weights live, kept and reused by later runs "
+                   "(default: a fresh temporary directory, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary weights directory (its path is printed)")
+
+
+def with_weights(args, configs: list[str], body, bf16: bool = True, minutes: float | None = None) -> int:
+    """Run `body(args)` with `args.weights` set: the given directory (kept), or a fresh temporary
+    one, announced with what will be built in it and removed at the end unless --keep."""
+    keep = args.keep or args.weights is not None
+    if args.weights is None:
+        args.weights = tempfile.mkdtemp(prefix="minigemma-bench-")
+    announce(configs, args.weights, keep, bf16, minutes)
+    try:
+        return body(args)
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(args.weights, ignore_errors=True)
+            print(f"removed {args.weights}", file=sys.stderr)
+
+
+def run(args) -> int:
 
     report = {"machine": machine(), "args": vars(args)}
     print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "

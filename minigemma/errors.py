@@ -19,3 +19,8 @@ class CheckpointError(MinigemmaError):
 
 class InputError(MinigemmaError):
     """An argument to `forward`, `generate` or the CLI is out of range or of the wrong kind."""
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`1 image`, `2 images`, `0 audio clips`: a count and its noun, agreeing."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"

@@ -203,7 +203,7 @@ class Model:
             raise ConfigError("this model was not loaded from a directory, so it has no tokenizer")
         return load_tokenizer(self.path)
 
-    def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+    def generate(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
                  images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
@@ -219,7 +219,7 @@ class Model:
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
                                    audio, assistant, draft_tokens)
 
-    def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
+    def stream(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
                images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
@@ -301,12 +301,18 @@ def load_gguf(path: str, kernels: bool | None = None) -> Model:
     return Model(config, weights, path, backend=chosen, gguf_metadata=ckpt.file.metadata)
 
 
-def default_model_path() -> str:
-    """The small trained Gemma 4 that ships inside the package."""
-    here = os.path.join(os.path.dirname(__file__), "data", "tiny")
+def default_model_path(name: str = "tiny") -> str:
+    """The small trained Gemma 4 that ships inside the package (`tiny`), or its chat sibling
+    (`tiny-chat`, the default of `minigemma chat`)."""
+    here = os.path.join(os.path.dirname(__file__), "data", name)
     if not os.path.isdir(here):
         raise ConfigError(f"{here}: the embedded default model is not installed; pass a checkpoint directory")
     return here
+
+
+def default_chat_model_path() -> str:
+    """The embedded chat model: the tiny model fine-tuned on conversations (`data/tiny-chat`)."""
+    return default_model_path("tiny-chat")
 
 
 def _check_unexpected(ckpt: Checkpoint, config: ModelConfig) -> None:

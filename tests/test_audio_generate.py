@@ -148,8 +148,8 @@ def test_cli_audio_errors_are_one_line(checkpoint, tmp_path):
         (["--audio", str(tmp_path / "missing.wav")], "missing.wav: cannot read", True),
         (["--audio", str(float_wav)], "float.wav: not an integer PCM WAV file (unknown format: 3)", True),
         (["--audio", str(short)], "audio clip 0 (" + str(short) + "): 100 samples (6.2 ms) is too short", False),
-        (["--audio", paths[0]], "prompt: 2 <|audio|> markers, but 1 audio clips were given", False),  # more markers than clips
-        (["--audio", paths[0]] * 3, "prompt: 2 <|audio|> markers, but 3 audio clips were given", False),
+        (["--audio", paths[0]], "prompt: 2 <|audio|> markers, but 1 audio clip given", False),  # more markers than clips
+        (["--audio", paths[0]] * 3, "prompt: 2 <|audio|> markers, but 3 audio clips given", False),
     ]
     for flags, message, early in cases:
         r = run("generate", PROMPT, "--model", d, *flags)

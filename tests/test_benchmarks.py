@@ -24,6 +24,32 @@ def test_benchmark_smoke_run(tmp_path):
     assert len(engines["kernels-bf16"]["tokens"]) == 3  # other weights (rounded), so other tokens maybe
 
 
+def test_benchmark_says_what_it_builds_and_cleans_up(monkeypatch, capsys):
+    """Without --weights, the weights go to a fresh temporary directory, announced up front with
+    their sizes, and removed at the end unless --keep."""
+    import os
+
+    from benchmarks import run
+
+    made = []
+
+    def fake_run(args):  # stands in for the engines: writes what a run writes
+        made.append(args.weights)
+        open(os.path.join(args.weights, "results.json"), "w").close()
+        return 0
+
+    monkeypatch.setattr(run, "run", fake_run)
+    assert run.main(["--configs", "tiny", "small-e2b-like"]) == 0
+    out = capsys.readouterr().out
+    assert f"in {made[0]}; removed at the end" in out and "small-e2b-like (713.4M parameters: 2.85 GB float32" in out
+    assert not os.path.exists(made[0])
+    assert run.main(["--configs", "tiny", "--keep"]) == 0
+    assert f"in {made[1]}; kept" in capsys.readouterr().out and os.path.exists(os.path.join(made[1], "results.json"))
+    import shutil
+
+    shutil.rmtree(made[1])
+
+
 def test_attention_and_long_prompt_benchmarks_smoke_run(tmp_path):
     """The attention benchmark (kernel and twin on small shapes) and the long-prompt one (tiny
     config, minigemma in its own process) print their tables; torch's engines are the ones

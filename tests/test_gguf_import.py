@@ -103,3 +103,17 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
         assert run.returncode == 2, run.stderr
         assert run.stderr.count("\n") == 1 and run.stderr.startswith("gguf_import: error: "), run.stderr
         assert ("'llama'" in run.stderr) if source == str(path) else ("missing.gguf: no such file" in run.stderr)
+
+
+def test_cli_without_out_writes_into_the_cache_directory(tiny_gguf, tmp_path):
+    """No OUT: the conversion goes under $MINIGEMMA_CACHE/gguf/, never into the current directory."""
+    import os
+
+    cwd, cache = tmp_path / "cwd", tmp_path / "cache"
+    cwd.mkdir()
+    env = {**os.environ, "MINIGEMMA_CACHE": str(cache)}
+    run = subprocess.run([sys.executable, "-m", "weights_tools.gguf_import", str(tiny_gguf)], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (cache / "gguf" / "tiny" / "model.safetensors").is_file() and list(cwd.iterdir()) == []
+    assert f"wrote {cache / 'gguf' / 'tiny'}" in run.stderr

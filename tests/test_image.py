@@ -139,5 +139,5 @@ def test_prompt_expansion_matches_the_processor():
     assert got == f"A {expected[0]} and {expected[1]}."
     assert expand_image_marks("Describe.", [1], **marks).endswith("<image|>\n\nDescribe.")  # no mark: images first
     assert expand_image_marks("No images.", [], **marks) == "No images."
-    with pytest.raises(InputError, match=r"prompt: 2 image marks '<\|image\|>', but 1 images were given"):
+    with pytest.raises(InputError, match=r"prompt: 2 image marks '<\|image\|>', but 1 image given"):
         expand_image_marks("<|image|><|image|>", [4], **marks)

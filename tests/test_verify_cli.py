@@ -130,6 +130,7 @@ def bad_inputs(checkpoint, traced, tmp):
     """(argv, expected error text) for every user mistake `trace` and `compare` must report."""
     ours = traced / "ours.npz"
     t = load_trace(str(ours))
+    (tmp / "t.txt").write_text("a trace? no")  # exists, so the suffix is what is wrong
     (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 not a zip")
     (tmp / "short.safetensors").write_bytes(b"\x01\x02")
     save_trace(str(tmp / "other_ids.npz"), t.activations, dict(t.metadata, token_ids=[1, 2, 3]))
@@ -141,7 +142,7 @@ def bad_inputs(checkpoint, traced, tmp):
     np.savez(tmp / "empty.npz")
     trace = ["trace", "--model", str(checkpoint), "--out", str(tmp / "x.npz")]
     return [
-        (["compare", str(tmp / "missing.npz"), str(ours)], f"{tmp / 'missing.npz'}: no such trace file"),
+        (["compare", str(tmp / "missing.npz"), str(ours)], f"{tmp / 'missing.npz'}: no such file"),
         (["compare", str(tmp / "t.txt"), str(ours)], "expected a .safetensors or .npz trace file, found '.txt'"),
         (["compare", str(tmp / "garbage.npz"), str(ours)], "garbage.npz: not a readable .npz file"),
         (["compare", str(tmp / "short.safetensors"), str(ours)], "short.safetensors: truncated (2 bytes"),

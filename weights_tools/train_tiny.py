@@ -120,13 +120,19 @@ def encode_documents(text_path: str, tokenizer_path: str) -> np.ndarray:
     return tiny_eval.encode_documents(text, spm.SentencePieceProcessor(model_file=tokenizer_path)).astype(np.uint16)
 
 
-def sample_batch(tokens, batch_size: int, seq_len: int, generator):
-    """Random windows of seq_len + 1 tokens: inputs are the first seq_len, targets the last."""
+def sample_batch(tokens, batch_size: int, seq_len: int, generator, mask=None):
+    """Random windows of seq_len + 1 tokens: inputs are the first seq_len, targets the last. With a
+    loss `mask` (tokens,) (the chat model's: 1 on model turns), masked-out targets become -100,
+    which cross-entropy ignores."""
     import torch
 
     starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
     windows = torch.stack([tokens[s : s + seq_len + 1] for s in starts.tolist()])  # (batch, seq+1)
-    return windows[:, :-1], windows[:, 1:]
+    targets = windows[:, 1:]
+    if mask is not None:
+        keep = torch.stack([mask[s + 1 : s + seq_len + 1] for s in starts.tolist()]).bool()  # (batch, seq)
+        targets = torch.where(keep, targets, torch.full_like(targets, -100))
+    return windows[:, :-1], targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,31 +203,48 @@ def make_optimizer(model, hp: dict):
     return torch.optim.AdamW(groups, lr=hp["lr"], betas=(0.9, 0.95))
 
 
+def load_initial_weights(model, directory: str) -> None:
+    """Start from a saved model (its bf16 weights, widened to float32); the tied head follows the
+    embedding, so it is the one tensor the file may leave out."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = {k: v.to(torch.float32) for k, v in load_file(os.path.join(directory, "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(k != "lm_head.weight" for k in missing):
+        raise ValueError(f"{directory}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+
+
 # --------------------------------------------------------------------------------------------
 # training with checkpoint and resume
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def train(config: dict, tokens: np.ndarray, work: str, hp: dict, stop_after: int | None = None, quiet=False):
+def train(config: dict, tokens: np.ndarray, work: str, hp: dict, stop_after: int | None = None, quiet=False,
+          mask: np.ndarray | None = None, init: str | None = None):
     """Train until hp["steps"] (or `stop_after` steps, to simulate an interruption), resuming from
-    `work/checkpoint.pt` when it exists. Returns the model."""
+    `work/checkpoint.pt` when it exists. Returns the model. `mask` (tokens,): the loss counts only
+    targets where it is 1; `init`: a checkpoint directory whose weights the model starts from
+    (fine-tuning, as the chat model starts from the plain one)."""
     import torch
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(hp["threads"])
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(config, tokens, work, hp, stop_after, quiet)
+        return _train(config, tokens, work, hp, stop_after, quiet, mask, init)
     finally:  # leave the process as we found it (tests run other things after this)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(config, tokens, work, hp, stop_after, quiet):
+def _train(config, tokens, work, hp, stop_after, quiet, mask=None, init=None):
     import torch
 
     model = build_model(config, hp["seed"])
+    if init is not None:
+        load_initial_weights(model, init)
     optimizer = make_optimizer(model, hp)
     data_rng = torch.Generator().manual_seed(hp["seed"])
     state = {"step": 0, "seconds": 0.0, "log": []}  # log rows: step, loss, aux loss, tokens seen, seconds
@@ -247,6 +270,7 @@ def _train(config, tokens, work, hp, stop_after, quiet):
         os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
 
     data = torch.from_numpy(tokens.astype(np.int64))
+    loss_mask = None if mask is None else torch.from_numpy(mask.astype(np.uint8))
     recorder = RouterRecorder(model)
     model.train()
     last = hp["steps"] if stop_after is None else min(hp["steps"], state["step"] + stop_after)
@@ -255,7 +279,7 @@ def _train(config, tokens, work, hp, stop_after, quiet):
         step = state["step"]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, hp)
-        inputs, targets = sample_batch(data, hp["batch_size"], hp["seq_len"], data_rng)
+        inputs, targets = sample_batch(data, hp["batch_size"], hp["seq_len"], data_rng, loss_mask)
         logits = model(input_ids=inputs, use_cache=False).logits  # (batch, seq, vocab)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         aux = load_balancing_loss(recorder.pop(), config["num_experts"])

@@ -23,7 +23,7 @@ import numpy as np
 from .tower import AudioTower, audio_soft_tokens
 from .features import extract_features
 from .subsample import subsampled_mask
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, plural
 from .wav import WavClip, read_clip, resample
 
 TOKEN_NAMES = ("boa_token", "audio_token", "eoa_token")  # tokenizer_config.json: begin, placeholder, end
@@ -71,7 +71,7 @@ def expand_audio_markers(text: str, counts, tokens: tuple[str, str, str], unmark
     if len(parts) == 1 and unmarked_first:  # no marker: the clips go first
         parts = [""] * len(counts) + [text]
     if len(parts) - 1 != len(counts):
-        raise InputError(f"prompt: {len(parts) - 1} {marker} markers, but {len(counts)} audio clips were given")
+        raise InputError(f"prompt: {plural(len(parts) - 1, marker + ' marker')}, but {plural(len(counts), 'audio clip')} given")
     out = [parts[0]]
     for n, rest in zip(counts, parts[1:]):
         out += [begin + marker * int(n) + end, rest]

@@ -25,9 +25,9 @@ import time
 
 from ..errors import InputError
 from ..vision.image import DEFAULT_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS
+from ..generate.loop import DEFAULT_MAX_NEW_TOKENS
 from ..generate.sampling import check_sampling, load_generation_config, resolve
 
-DEFAULT_MAX_NEW_TOKENS = 256
 DIM, RESET = "\x1b[2m", "\x1b[0m"  # faint text for the thinking channel on a terminal
 THINKING_LABEL = "(thinking) "
 
@@ -99,6 +99,42 @@ def load_with_progress(path, kernels=None):
     return model
 
 
+def notice(message: str) -> None:
+    print(f"minigemma: {message}", file=sys.stderr)
+
+
+def clamp_to_context(model, prompt_tokens: int, max_new_tokens: int) -> int:
+    """--max-new-tokens, no more than the context leaves after the prompt (said once, on stderr)."""
+    from ..generate.loop import room_for_new_tokens
+
+    room = room_for_new_tokens(model, prompt_tokens)
+    if max_new_tokens > room:
+        notice(f"--max-new-tokens {max_new_tokens}: the {prompt_tokens}-token prompt leaves room for {room} in the "
+               f"model's {model.config.text.max_position_embeddings}-token context; generating at most {room}")
+    return min(max_new_tokens, room)
+
+
+def say_if_context_full(model, total_tokens: int, stopped: bool) -> None:
+    """A generation cut by the context, not by a stop token or --max-new-tokens, says so."""
+    context = model.config.text.max_position_embeddings
+    if not stopped and total_tokens > context:
+        notice(f"stopped: the model's context of {context} tokens is full")
+
+
+def read_prompt(args) -> str:
+    """The prompt argument, else stdin (with a hint when stdin is a terminal); never empty without media."""
+    if args.prompt is not None:
+        text = args.prompt
+    else:
+        if sys.stdin.isatty():
+            notice('reading the prompt from stdin; end it with Ctrl-D (or give it as an argument: minigemma generate "...")')
+        text = sys.stdin.read()
+    if not text.strip() and not (args.images or args.audio):
+        raise InputError('prompt: empty; give the text to continue as an argument (minigemma generate "Once upon a time") '
+                         "or on stdin")
+    return text
+
+
 def report(prompt_tokens: int, prefill_s: float, new_tokens: int, decode_s: float) -> None:
     rate = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
     print(f"minigemma: prompt {prompt_tokens} tokens in {prefill_s:.2f} s; {new_tokens} new tokens, "
@@ -166,11 +202,12 @@ def run_generate(args) -> int:
     from ..generate.speculative import SpeculationStats
 
     check_flags(args)
-    text = args.prompt if args.prompt is not None else sys.stdin.read()
+    text = read_prompt(args)
     model = load_with_progress(args.model, args.kernels)
     assistant, speculation = load_assistant_for(args, model), SpeculationStats()
     ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
+    max_new_tokens = clamp_to_context(model, len(ids), args.max_new_tokens)
     stops = stop_token_ids(model)
     tokens, times = [], []
 
@@ -181,7 +218,7 @@ def run_generate(args) -> int:
             yield token
 
     start = time.perf_counter()
-    new = new_ids(model, ids, sampling_for(args, model), args.max_new_tokens, stops, soft=soft, assistant=assistant,
+    new = new_ids(model, ids, sampling_for(args, model), max_new_tokens, stops, soft=soft, assistant=assistant,
                   draft_tokens=args.draft_tokens, stats=speculation)
     for piece in text_pieces(model.tokenizer, timed(new), stops):
         sys.stdout.write(piece)
@@ -190,6 +227,7 @@ def run_generate(args) -> int:
     report(len(ids), times[0] - start, len(tokens), times[-1] - times[0])
     if assistant is not None:
         report_speculation(speculation, len(tokens), times[-1] - times[0])
+    say_if_context_full(model, len(ids) + len(tokens), tokens[-1] in stops)
     return 0
 
 
@@ -202,7 +240,8 @@ def add_chat(sub) -> None:
     p = sub.add_parser("chat", help="talk with a chat model, one turn per line of stdin",
                        description="Multi-turn chat through the checkpoint's chat template. Each line of stdin "
                        "is a user turn (works piped); the reply streams to stdout, the model's thinking "
-                       "shown apart, labelled (thinking). End with Ctrl-D.")
+                       "shown apart, labelled (thinking). End with Ctrl-D. Without --model: the embedded "
+                       "chat model (minigemma/data/tiny-chat), which samples unless given --temperature 0.")
     add_model_flag(p)
     add_sampling_flags(p)
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
@@ -227,8 +266,10 @@ def user_content(text: str, args):
 def run_chat(args) -> int:
     from ..generate.chat import THOUGHT, Conversation
 
+    from ..model import default_chat_model_path
+
     check_flags(args)
-    model = load_with_progress(args.model, args.kernels)
+    model = load_with_progress(args.model if args.model is not None else default_chat_model_path(), args.kernels)
     chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens,
                         load_assistant_for(args, model), args.draft_tokens)
     interactive = sys.stdin.isatty()
@@ -257,4 +298,5 @@ def run_chat(args) -> int:
         report(s.prompt_tokens, s.prefill_seconds, s.new_tokens, s.decode_seconds)
         if chat.assistant is not None:
             report_speculation(chat.speculation, s.new_tokens, s.decode_seconds)
+        say_if_context_full(model, s.prompt_tokens + s.new_tokens, stopped=False)
         print(f"minigemma: {s.prompt_tokens - s.prefilled} of the prompt's tokens came from the cache", file=sys.stderr)

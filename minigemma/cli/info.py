@@ -1,4 +1,5 @@
-"""`minigemma info`: what a checkpoint contains, and what it costs in memory."""
+"""`minigemma info`: what a checkpoint contains (text model, vision and audio towers, parameters
+per part, context length, chat template), and what it costs in memory (resident vs mapped)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 
+from ..errors import plural
 from .common import add_model_flag
 
 
@@ -42,7 +44,7 @@ def describe(model) -> list[str]:
         r = t.rope[layer_type]
         lines.append(
             f"{'sliding' if spec.is_sliding else 'global'} attn: {t.num_attention_heads} heads x {spec.head_dim}, "
-            f"{spec.num_kv_heads} KV heads; RoPE {r.rope_type} theta {r.theta:g}"
+            f"{plural(spec.num_kv_heads, 'KV head')}; RoPE {r.rope_type} theta {r.theta:g}"
             + (f", rotary fraction {r.partial_rotary_factor:g}" if r.rope_type == "proportional" else "")
         )
     if t.has_ple:
@@ -51,8 +53,11 @@ def describe(model) -> list[str]:
         lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
-    if model.audio is not None:
-        lines.append(describe_audio(model.audio))
+    lines.append(f"context:     {t.max_position_embeddings:,} tokens (max_position_embeddings)")
+    lines.append(describe_vision(model.vision) if model.vision is not None else "vision:      none")
+    lines.append(describe_audio(model.audio) if model.audio is not None else "audio:       none")
+    lines.append(f"parameters:  {describe_parameters(model)}")
+    lines.append(f"chat:        {describe_chat(model)}")
     resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
     lines.append(
         f"memory:      {resident / 2**20:.1f} MiB resident (arrays in memory), {mapped / 2**20:.1f} MiB memory-mapped "
@@ -60,6 +65,66 @@ def describe(model) -> list[str]:
     )
     lines.append(f"backend:     {model.backend.name} (--kernels / --no-kernels, or MINIGEMMA_KERNELS=1 / 0)")
     return lines
+
+
+def count_parameters(weights) -> int:
+    """Elements of every distinct array under `weights` (a tied head counts once)."""
+    seen, total, stack = set(), 0, [weights]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, np.ndarray):
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                total += obj.size
+        elif isinstance(obj, tuple | list):
+            stack.extend(obj)
+        elif hasattr(obj, "__dataclass_fields__"):
+            stack.extend(getattr(obj, f) for f in obj.__dataclass_fields__)
+    return total
+
+
+def parameter_parts(model) -> dict[str, int]:
+    """Parameter counts by part: the text model's embedding, Per-Layer-Embedding table, decoder
+    layers (of which routed experts), and each tower."""
+    w = model.weights
+    parts = {"embedding": count_parameters(w.embed), "PLE": count_parameters(w.ple) if w.ple is not None else 0,
+             "layers": count_parameters((w.layers, w.final_norm))}
+    experts = count_parameters([layer.moe.experts for layer in w.layers if layer.moe is not None])
+    if experts:
+        parts["of which experts"] = experts
+    if w.lm_head is not w.embed:
+        parts["head"] = count_parameters(w.lm_head)
+    for name, tower in (("vision", model.vision), ("audio", model.audio)):
+        if tower is not None:
+            parts[name] = count_parameters(tower)
+    return parts
+
+
+def describe_parameters(model) -> str:
+    parts = parameter_parts(model)
+    total = sum(n for name, n in parts.items() if not name.startswith("of which"))
+    return f"{_count(total)} in all: " + ", ".join(f"{name} {_count(n)}" for name, n in parts.items() if n)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
+
+
+def describe_chat(model) -> str:
+    from ..generate.tokenizer import has_tokenizer
+
+    if not (model.path and has_tokenizer(model.path)):
+        return "no tokenizer, so no chat template (ids in, ids out)"
+    if model.tokenizer.chat_template is None:
+        return "no chat template (minigemma chat needs one; minigemma generate works)"
+    return "chat template present (minigemma chat --model this)"
+
+
+def describe_vision(tower) -> str:
+    v = tower.config
+    return (f"vision:      encoder {v.num_hidden_layers} layers x {v.hidden_size}, {v.num_attention_heads} heads, "
+            f"{v.patch_size}-pixel patches, {v.pooling_kernel_size}x{v.pooling_kernel_size} pooling per soft token, "
+            f"grids up to {v.position_embedding_size} patches a side")
 
 
 def rss_bytes() -> int:

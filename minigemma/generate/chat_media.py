@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio.prompt import audio_tokens, encode_clips, expand_audio_markers
-from ..errors import InputError
+from ..errors import InputError, plural
 from ..vision.image import DEFAULT_SOFT_TOKENS
 from ..text.multimodal import expand_image_marks
 from ..vision.prompt import image_marks, preprocess_for
@@ -75,8 +75,9 @@ class ChatMedia:
         if self.seen["image"].counts:
             marks, counts = image_marks(self.model.tokenizer), list(self.seen["image"].counts)
             if text.count(marks["image"]) != len(counts):  # else expand_image_marks would put them in front
-                raise InputError(f"{self.model.tokenizer.path}: the chat template wrote {text.count(marks['image'])} "
-                                 f"image marks {marks['image']!r} for the conversation's {len(counts)} images")
+                raise InputError(f"{self.model.tokenizer.path}: the chat template wrote "
+                                 f"{plural(text.count(marks['image']), 'image mark')} {marks['image']!r} for the "
+                                 f"conversation's {plural(len(counts), 'image')}")
             text = expand_image_marks(text, counts, **marks)
         if self.seen["audio"].counts:
             text = expand_audio_markers(text, self.seen["audio"].counts, audio_tokens(self.model), unmarked_first=False)

@@ -25,6 +25,7 @@ from .speculative import resolve_assistant, speculative_ids
 from .tokenizer import TextStream, has_tokenizer
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
+DEFAULT_MAX_NEW_TOKENS = 256  # the Python API's and the command line's default, one number for both
 
 
 def prefill(model, ids: np.ndarray, cache, chunk: int = PREFILL_CHUNK, soft=()) -> np.ndarray:
@@ -75,6 +76,10 @@ def new_ids(model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozen
     if assistant is None:
         return generate_ids(model, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng)
     return speculative_ids(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, draft_tokens, stats)
+def room_for_new_tokens(model, prompt_tokens: int) -> int:
+    """How many tokens `generate_ids` can produce after a prompt before the context is full: every
+    position up to max_position_embeddings is fed, and one more token is sampled from the last."""
+    return model.config.text.max_position_embeddings - prompt_tokens + 1
 
 
 def check_prompt_fits(model, n: int) -> None:
@@ -95,7 +100,7 @@ def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, image
     return ids, as_text, sampling, stop_token_ids(model), soft
 
 
-def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+def generate(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
              max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids. With an
     `assistant` (a directory or an `Assistant`): speculative decoding (`speculative.py`)."""
@@ -110,7 +115,7 @@ def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top
     return model.tokenizer.decode(new[:-1] if len(new) and new[-1] in stops else new)
 
 
-def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
+def stream(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
            max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""

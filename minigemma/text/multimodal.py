@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..weights.checkpoint import TensorSource
-from ..errors import InputError
+from ..errors import InputError, plural
 from .norm import rms_norm
 from .ops import linear
 
@@ -144,7 +144,7 @@ def expand_image_marks(text: str, soft_tokens: list[int], image: str, boi: str, 
     if marks == 0 and soft_tokens:
         text, marks = image * len(soft_tokens) + IMAGES_FIRST_SEPARATOR + text, len(soft_tokens)
     if marks != len(soft_tokens):
-        raise InputError(f"prompt: {marks} image marks {image!r}, but {len(soft_tokens)} images were given")
+        raise InputError(f"prompt: {plural(marks, 'image mark')} {image!r}, but {plural(len(soft_tokens), 'image')} given")
     pieces = text.split(image)
     out = [pieces[0]]
     for n, piece in zip(soft_tokens, pieces[1:]):

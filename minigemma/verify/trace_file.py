@@ -94,9 +94,9 @@ def save_trace(path: str, activations: dict[str, np.ndarray], metadata: dict) ->
 
 def load_trace(path: str) -> Trace:
     """Read a trace file; bf16 / f16 widen to float32. Errors name the file."""
+    if not os.path.isfile(path):  # before the suffix: a mistyped name is the likelier mistake
+        raise InputError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a file")
     suffix = _suffix(path, "trace")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such trace file")
     arrays, meta = _read_safetensors(path) if suffix == ".safetensors" else _read_npz(path)
     if not arrays:
         raise InputError(f"{path}: the trace holds no activations")

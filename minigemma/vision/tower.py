@@ -159,7 +159,10 @@ def check_grid(positions: np.ndarray, cfg: VisionConfig, name: str) -> None:
     if rows % k or cols % k:
         raise InputError(f"{name}: a {rows} x {cols} patch grid; both sides must be multiples of the pooling kernel {k}")
     if max(rows, cols) > cfg.position_embedding_size:
-        raise InputError(f"{name}: grid side {max(rows, cols)} exceeds the position table's {cfg.position_embedding_size} rows")
+        raise InputError(
+            f"{name}: the image is {cols} x {rows} patches, but this model reads at most {cfg.position_embedding_size} "
+            "patches a side; give a less elongated image, or fewer soft tokens (--max-soft-tokens)"
+        )
     if len(real) != rows * cols or np.any(real != grid_positions(rows, cols)):
         raise InputError(
             f"{name}: the {len(real)} real patches must cover the {rows} x {cols} grid row by row, "

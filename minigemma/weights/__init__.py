@@ -18,6 +18,7 @@ Read in this order:
     gguf_weights.py    its tensors under Hugging Face names, kept in the map (`GGUFCheckpoint`)
     gguf_write.py      a checkpoint written as a GGUF file, llama.cpp's layout (`minigemma quantize`);
     gguf_write_vocab.py  its vocabulary, as llama.cpp's converter derives it
+    cache_dir.py       where conversions and caches go (~/.cache/minigemma, or $MINIGEMMA_CACHE)
 """
 
 from .checkpoint import Checkpoint, write_safetensors
