@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .linear import _as_float32 as as_float32
-from .quant_blocks import BF16, F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, _half, _scale_min, _word
+from .quant_blocks import F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, _half, _scale_min, _word
 from .threads import FASTMATH
 from .quant_simd import LANES, fma16_bf16, fma16_f16, fma16_f32, fma32_bytes, fma32_bytes2, fma32_int8, fma32_word
 
