@@ -43,6 +43,8 @@ EXAMPLES = {
     "compare": ["minigemma compare ours.safetensors theirs.safetensors",
                 "minigemma compare ours.npz theirs.npz --atol 1e-3 --names 'layers.0.*'"],
     "lessons": ["minigemma lessons", "minigemma lessons 4 --out figures"],
+    "quantize": ["minigemma quantize path/to/gemma-4 gemma-4.Q8_0.gguf --type Q8_0",
+                 "minigemma quantize path/to/gemma-3 gemma-3.Q4_0.gguf --type Q4_0"],
 }
 
 
