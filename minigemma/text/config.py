@@ -156,6 +156,7 @@ class TextConfig:
     value_norm: bool = True  # Gemma 4 RMS-normalises values; Gemma 3 does not  [attention.py]
     layer_scalar: bool = True  # Gemma 4 scales each layer's output by a learned scalar; Gemma 3 has none  [layer.py]
     bidirectional_window_inclusive: bool = True  # see `attention_window`
+    image_blocks_all_layers: bool = False  # the unified model: an image's tokens see each other on global layers too  [layer.py]
 
     @property
     def kv_sharing_modes(self) -> tuple[str | None, ...]:

@@ -22,6 +22,8 @@ import numpy as np
 
 from .attention import (
     AttentionWeights,
+    attend,
+    attention_mask,
     load_attention,
     output_projection,
     project_keys_values,
@@ -116,9 +118,15 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
     if cfg.attention_scaling != 1.0:  # Gemma 3: scores * query_pre_attn_scalar ** -0.5, folded into q
         q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
-    both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if ctx.blocks is not None and spec.is_sliding else None
+    blocks_here = ctx.blocks is not None and (spec.is_sliding or cfg.image_blocks_all_layers)
+    both_ways = same_block(ctx.blocks, ctx.positions, k_pos) if blocks_here else None
     # masks come from absolute positions (`attention.attention_mask`), cached keys included
-    context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)
+    if both_ways is not None and cfg.image_blocks_all_layers:
+        # the unified model's reference ORs an image's block onto the windowed causal mask, on every
+        # layer: an image longer than the window still sees itself whole (Gemma 4 keeps the window)
+        context = attend(q, k, v, attention_mask(ctx.positions, k_pos, window, cfg.is_causal) | both_ways)
+    else:
+        context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, both_ways)
     tap("context", context)  # (seq, heads, head_dim): each head's weighted sum of values
     out = output_projection(context, w)
     tap("out", out)
