@@ -220,7 +220,7 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, videos=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
@@ -228,15 +228,18 @@ class Model:
         `images`: files, Pillow images or uint8 arrays, one per `<|image|>` mark of the prompt (a
         prompt without marks gets them in front), each worth up to `max_soft_tokens` tokens.
         `audio`: clips (WAV paths or 1-D sample arrays), one per `<|audio|>` mark of the prompt
-        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items."""
+        (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items.
+        `videos`: an animated GIF, a folder of frames, an MP4/WebM (with the `video` extra) or frames
+        (n, h, w, 3) uint8, one per `<|video|>` mark of a str prompt (no marks: in front); 32 frames
+        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`)."""
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                   audio)
+                                   audio, videos)
 
     def stream(self, prompt, max_new_tokens: int = 64, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, videos=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                 audio)
+                                 audio, videos)
 
     def __repr__(self) -> str:
         t = self.config.text

@@ -7,9 +7,10 @@
 * `unified_vision_kwargs` / `unified_audio_kwargs`: the embedders' configs;
 * `reference_unified_model`: a randomised `Gemma4UnifiedForConditionalGeneration` (every parameter,
   LayerNorm biases and the position table included), multimodal ids at the top of the vocabulary;
-* `reference_image_helpers`: the reference image processor's own functions (`patches_merge`, ...),
-  loaded from its source with the torchvision import taken out (torchvision does not load beside
-  torch 2.13.0; the functions themselves are plain torch).
+* `reference_functions` / `reference_image_helpers`: a reference processor module's own functions
+  (`patches_merge`, `convert_video_to_patches`, ...), loaded from its source without the processor
+  class and its torchvision import (torchvision does not load beside torch 2.13.0; the functions
+  themselves are plain torch).
 """
 
 from __future__ import annotations
@@ -65,18 +66,23 @@ def reference_unified_model(text_kwargs: dict, vision_kwargs: dict | None, audio
     return randomize(Gemma4UnifiedForConditionalGeneration(cfg), seed).eval()
 
 
-def reference_image_helpers() -> types.ModuleType:
-    """The functions of `image_processing_gemma4_unified` as shipped, without its torchvision import
-    and its processor class (only the class's resize uses torchvision; `patches_merge`, `convert_image_to_patches`, `pad_along_first_dim`
-    and `get_aspect_ratio_preserving_size` are what the tests call)."""
-    name = "transformers.models.gemma4_unified.image_processing_gemma4_unified"
+def reference_functions(name: str) -> types.ModuleType:
+    """The module-level functions of a reference processor module as shipped, without its
+    processor class (which needs torchvision, absent beside torch 2.13.0) and without its
+    unguarded torchvision import (only the class's resize uses it)."""
     spec = importlib.util.find_spec(name)
     source = open(spec.origin).read().replace("from torchvision.transforms.v2 import functional as tvF", "tvF = None")
-    source = source[: source.index("@auto_docstring")]  # the functions; the processor class needs torchvision
+    source = source[: source.index("@auto_docstring")]  # the functions; the class comes after
     module = types.ModuleType(name + "_without_torchvision")
-    module.__package__ = "transformers.models.gemma4_unified"
+    module.__package__ = name.rsplit(".", 1)[0]
     exec(compile(source, spec.origin, "exec"), module.__dict__)
     return module
+
+
+def reference_image_helpers() -> types.ModuleType:
+    """`image_processing_gemma4_unified`'s functions: `patches_merge`, `convert_image_to_patches`,
+    `pad_along_first_dim`, `get_aspect_ratio_preserving_size`."""
+    return reference_functions("transformers.models.gemma4_unified.image_processing_gemma4_unified")
 
 
 def reference_layout(kwargs: dict) -> list[str]:

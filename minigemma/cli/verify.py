@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .generate import add_image_flags, audio_file
+from .generate import add_image_flags, add_video_flag, audio_file
 from ..verify.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces, notes, report
 from ..errors import InputError
 
@@ -52,27 +52,29 @@ def add_trace(sub) -> None:
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip for --prompt (repeatable), at its <|audio|> marks, else in front; "
                         "the trace gains the audio tower's steps")
+    add_video_flag(p, "a video for --prompt (repeatable), at its <|video|> marks, else in front; its frames' steps "
+                      "are traced under video.")
     p.set_defaults(run=run_trace)
 
 
 def run_trace(args) -> int:
-    from ..text.config import load_config
+    from ..unified.config import load_model_config
     from ..model import check_token_ids, default_model_path, load
     from ..verify.trace_file import save_trace
 
     path = args.model if args.model is not None else default_model_path()
     model, media = None, {}
-    if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
+    if args.images or args.audio or args.videos:  # the processor's work: marks expanded, pixels and features made
         from ..generate.media_prompt import processor_inputs
 
         if args.prompt is None:
-            raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
+            raise InputError("--image / --audio / --video: give the text as --prompt, whose marks are expanded to the media's placeholders")
         model = load(path)
-        ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio)
+        ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio, args.videos)
         ids = ids.tolist()
     else:
         ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(path, args.prompt)
-    check_token_ids(ids, load_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
+    check_token_ids(ids, load_model_config(path).text.vocab_size, "--ids" if args.ids is not None else "--prompt")
     if args.reference:
         acts, meta = trace_reference(path, ids, args.names, args.prompt, media)
     else:  # the model loaded for the media above, if any
@@ -93,7 +95,7 @@ def trace_minigemma(model, ids, names, prompt, media):
 
 
 def trace_reference(path: str, ids, names, prompt, media):
-    from ..text.config import load_config
+    from ..unified.config import load_model_config
     from ..text.multimodal import token_types
     from ..verify.trace import config_hash
     from ..verify.trace_file import trace_metadata
@@ -102,7 +104,7 @@ def trace_reference(path: str, ids, names, prompt, media):
         from ..verify import reference as reference_trace
     except ImportError as e:
         raise InputError(f"--reference: needs torch and transformers, the test extra: pip install 'minigemma[test]' ({e})") from None
-    config = load_config(path)
+    config = load_model_config(path)
     if media:  # the reference's image attention reads the processor's token types
         media = dict(media, mm_token_type_ids=token_types(np.array(ids), config.tokens))
     acts = reference_trace.capture(reference_trace.load_reference(path), ids, names, **media)

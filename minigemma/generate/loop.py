@@ -78,19 +78,19 @@ def check_prompt_fits(model, n: int) -> None:
 
 
 def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None,
-           audio=None):
+           audio=None, videos=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio)
+    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio, videos)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
     return ids, as_text, sampling, stop_token_ids(model), soft
 
 
 def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-             max_soft_tokens=None, audio=None):
+             max_soft_tokens=None, audio=None, videos=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids."""
     ids, as_text, sampling, stops, soft = _setup(
-        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio, videos
     )
     new = np.array(list(generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft)), dtype=np.int64)
     if not as_text:
@@ -99,11 +99,11 @@ def generate(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top
 
 
 def stream(model, prompt, max_new_tokens=64, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-           max_soft_tokens=None, audio=None) -> Iterator[str]:
+           max_soft_tokens=None, audio=None, videos=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
     ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
-                                           max_soft_tokens, audio)
+                                           max_soft_tokens, audio, videos)
     return text_pieces(model.tokenizer, generate_ids(model, ids, sampling, max_new_tokens, stops, soft=soft), stops)
 
 
