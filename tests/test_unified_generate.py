@@ -131,3 +131,20 @@ def test_trace_names_the_embedders_steps(saved):
         assert name in acts, sorted(acts)[:10]
     n_image = int(np.sum(ids == model.config.tokens["image_token_id"]))
     assert acts["unified.vision.soft_tokens"].shape == (n_image, TEXT["hidden_size"])
+
+
+def test_trace_equals_the_reference_hooks_name_by_name(saved):
+    """`trace --reference`'s hooks on `Gemma4UnifiedForConditionalGeneration` give the same names
+    as minigemma's trace, every one equal at 1e-4; and the CLI's compare agrees."""
+    from minigemma.text.multimodal import token_types
+    from minigemma.verify.reference import capture, load_reference
+
+    _, model, image, clip, _ = saved
+    ids, media = processor_inputs(model, PROMPT, [image], BUDGET, [clip])
+    ours = model.trace(ids, **media)
+    theirs = capture(load_reference(model.path), ids, None, **media, mm_token_type_ids=token_types(ids, model.config.tokens))
+    assert list(ours) == list(theirs)
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert {n for n in ours if n.startswith("unified.")} == {
+        "unified.vision.patch_embed", "unified.vision.out", "unified.vision.soft_tokens", "unified.audio.soft_tokens"}

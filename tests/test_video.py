@@ -200,6 +200,9 @@ def test_prompt_frames_and_logits_with_videos_equal_reference(checkpoints, kind)
                    num_frames_per_video=torch.tensor(media["num_frames_per_video"]),
                    use_cache=False, output_hidden_states=True).logits[0].float().numpy()
     np.testing.assert_allclose(model.forward(ids, **media), want, rtol=1e-4, atol=1e-4)
+    acts = model.trace(ids, names="video.*", **media)  # the frames' steps, under video.
+    step = "video.unified.vision.soft_tokens" if kind == "unified" else "video.vision.soft_tokens"
+    assert acts[step].shape == (int(np.sum(ids == model.config.tokens["video_token_id"])), TEXT["hidden_size"])
 
 
 @pytest.mark.parametrize("kind", ["gemma4", "unified"])
