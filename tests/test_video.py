@@ -309,3 +309,43 @@ def test_mutated_gif_is_a_named_error_never_a_crash(patch, at):
             assert str(e).startswith(path)
         else:
             assert video.frames.ndim == 4 and video.frames.dtype == np.uint8
+
+
+@pytest.mark.parametrize("codec, suffix", [("mpeg4", ".mp4"), ("libvpx-vp9", ".webm")])
+def test_video_files_read_as_transformers_reads_them_with_pyav(tmp_path, codec, suffix):
+    """MP4 and WebM through PyAV (the `video` extra): the frames and fps equal those of
+    transformers' `read_video_pyav` with the reference sampling, for 40 frames at 20 fps. (For a
+    WebM the reference reader finds no frame count in the container and its sampling refuses the
+    file; minigemma counts the frames it decodes.)"""
+    import av
+    from transformers.video_utils import default_sample_indices_fn, read_video_pyav
+
+    path = str(tmp_path / f"clip{suffix}")
+    rng = np.random.default_rng(5)
+    with av.open(path, "w") as container:
+        stream = container.add_stream(codec, rate=20)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for i in range(40):
+            frame = np.full((24, 32, 3), (6 * i) % 256, np.uint8) + rng.integers(0, 8, (24, 32, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = read_video(path)
+    idx = sample_indices(len(video.frames), 32, None, video.fps)
+    stored = {}
+
+    def sampler(metadata):  # WebM stores no frame count (0): count the decoded frames, as minigemma does
+        stored["frames"] = metadata.total_num_frames
+        metadata.total_num_frames = metadata.total_num_frames or len(video.frames)
+        return default_sample_indices_fn(metadata, num_frames=32)
+
+    expected, meta = read_video_pyav(path, sample_indices_fn=sampler)
+    assert stored["frames"] == (40 if suffix == ".mp4" else 0)
+    assert video.fps == meta.fps == 20.0 and len(video.frames) == 40
+    np.testing.assert_array_equal(idx, meta.frames_indices)
+    np.testing.assert_array_equal(video.frames[idx], expected)
+    junk = tmp_path / f"junk{suffix}"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(InputError, match=f"junk{suffix}: cannot read a video"):
+        read_video(junk)
