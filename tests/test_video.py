@@ -349,3 +349,48 @@ def test_video_files_read_as_transformers_reads_them_with_pyav(tmp_path, codec, 
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(InputError, match=f"junk{suffix}: cannot read a video"):
         read_video(junk)
+
+
+def test_chat_with_a_video_equals_the_reference_processor_and_the_cli(checkpoints, tmp_path):
+    """A chat template that writes a mark for {"type": "video"} items (the test tokenizer's
+    `<mask>`): the first turn's ids equal `Gemma4Processor`'s for the rendered conversation, the
+    video's frames fed where they belong (the reference's greedy reply follows); `chat --video`
+    prints the API's replies."""
+    import shutil
+
+    from minigemma.generate.chat import ANSWER, Conversation
+    from minigemma.generate.sampling import Sampling
+
+    models, videos = checkpoints
+    ref, model = models["gemma4"]
+    d = shutil.copytree(model.path, tmp_path / "with_video_template")
+    template = (d / "chat_template.jinja").read_text()
+    audio_item = "{%- elif item['type'] == 'audio' -%}{{ audio_token }}"
+    assert audio_item in template
+    (d / "chat_template.jinja").write_text(template.replace(audio_item, audio_item + "\n            {%- elif item['type'] == 'video' -%}<mask>"))
+    model = minigemma.load(d)
+    gif = tmp_path / "clip.gif"
+    write_gif(gif, videos[0].frames[:5] // 64 * 64, 500)
+    video = read_video(gif)
+    chat = Conversation(model, Sampling(temperature=0.0), NEW_TOKENS)
+    first = "".join(p for c, p in chat.reply([{"type": "video", "path": str(gif)}, {"type": "text", "text": "What happens?"}]) if c == ANSWER)
+    processor = reference_processor(model, False, [video])
+    rendered = processor.tokenizer.apply_chat_template(chat.messages[:-1], tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[rendered], videos=[video.frames], return_tensors="np", add_special_tokens=False)
+    ids = inputs["input_ids"][0]
+    assert "00:01 <|image><mask>" in model.tokenizer.decode(ids)  # 5 frames at 2 fps: 00:00 .. 00:02
+    assert chat.cached[: len(ids)] == list(ids)
+    ref.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = ref.generate(input_ids=torch.from_numpy(ids[None]), mm_token_type_ids=torch.from_numpy(inputs["mm_token_type_ids"]),
+                           pixel_values_videos=torch.from_numpy(inputs["pixel_values_videos"]),
+                           video_position_ids=torch.from_numpy(inputs["video_position_ids"]),
+                           num_frames_per_video=torch.tensor(inputs["num_frames_per_video"]), max_new_tokens=NEW_TOKENS,
+                           do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert chat.cached == [*ids, *out[0, len(ids):-1].tolist()]  # the last token is sampled, never fed
+    second = "".join(p for c, p in chat.reply("And then?") if c == ANSWER)
+    r = subprocess.run([sys.executable, "-m", "minigemma", "chat", "--model", str(d), "--video", str(gif), "--temperature", "0",
+                        "--max-new-tokens", str(NEW_TOKENS)], input="What happens?\nAnd then?\n", capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{first}\n{second}\n"

@@ -183,15 +183,19 @@ def add_chat(sub) -> None:
     add_image_flags(p, "an image the first turn is about (repeatable)")
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip the first turn is about (repeatable)")
+    add_video_flag(p, "a video the first turn is about (repeatable; the chat template must write a mark for "
+                      "{'type': 'video'} items)")
     p.set_defaults(run=run_chat)
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--image` / `--audio` files (in `args`) join as {"type": "image"} and
-    {"type": "audio"} items, to the first turn only (they are taken out of `args`)."""
-    images, clips, args.images, args.audio = args.images or [], args.audio or [], None, None
-    if images or clips:
-        return [*({"type": "image", "image": image} for image in images),
+    """A user turn's content. `--image` / `--audio` / `--video` files (in `args`) join as {"type":
+    "image"}, {"type": "audio"} and {"type": "video"} items, to the first turn only (they are taken
+    out of `args`)."""
+    images, clips, videos = args.images or [], args.audio or [], args.videos or []
+    args.images, args.audio, args.videos = None, None, None
+    if images or clips or videos:
+        return [*({"type": "video", "video": video} for video in videos), *({"type": "image", "image": image} for image in images),
                 *({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
     return text
 

@@ -18,41 +18,16 @@ import numpy as np
 
 from ..audio.prompt import audio_tokens, clip_features, expand_audio_markers
 from .chat_media import ChatMedia
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..vision.image import DEFAULT_SOFT_TOKENS
 from ..text.multimodal import expand_image_marks
 from ..vision.prompt import image_marks, preprocess_for
-from ..vision.video import VIDEO_SOFT_TOKENS, VideoInputs, expand_video_marks, preprocess_videos, video_text
 from .prompt import is_messages, prompt_ids
+from .video_prompt import expand_videos, video_inputs
 
 
 def given(media) -> bool:
     return media is not None and not (isinstance(media, list | tuple) and len(media) == 0)
-
-
-def video_token(model) -> str:
-    """The tokenizer's spelling of config.json's `video_token_id` (`<|video|>` in Gemma 4's)."""
-    vid, tok = model.config.tokens.get("video_token_id"), model.tokenizer
-    found = [t for t, i in tok.specials.items() if i == vid]
-    if not found:
-        raise ConfigError(f"{tok.path}: the tokenizer has no special token with id {vid} (config.json's video_token_id)")
-    return found[0]
-
-
-def video_inputs(model, videos) -> VideoInputs:
-    """Videos read, frames sampled and preprocessed at the per-frame budget (70)."""
-    if model.vision is None:
-        raise InputError(f"videos: {model.path} has no vision tower (its config.json has no vision_config)")
-    return preprocess_videos(videos, lambda frames: preprocess_for(model, frames, VIDEO_SOFT_TOKENS, video=True))
-
-
-def expand_videos(model, text: str, inputs: VideoInputs) -> str:
-    """Each video mark of `text` becomes its frames: `mm:ss <|image>` + placeholders + `<image|>`, joined by spaces."""
-    marks = image_marks(model.tokenizer)
-    token = video_token(model)
-    expansions = [video_text(seconds, n, marks["boi"], token, marks["eoi"])
-                  for seconds, n in zip(inputs.timestamps, inputs.num_soft_tokens_per_video)]
-    return expand_video_marks(text, expansions, token)
 
 
 def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=None, videos=None) -> tuple[np.ndarray, bool, list]:
