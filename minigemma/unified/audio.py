@@ -52,7 +52,7 @@ def extract_frames(clips, samples_per_token: int, names=None) -> tuple[np.ndarra
     names = names or [f"audio clip {i}" for i in range(len(clips))]
     framed = [frames(c, samples_per_token, n) for c, n in zip(clips, names)]
     longest = max(len(f) for f in framed)
-    features = np.zeros((len(framed), longest, samples_per_token), np.float32)
+    features = np.zeros((len(framed), longest, samples_per_token), dtype=np.float32)
     mask = np.zeros((len(framed), longest), bool)
     for i, f in enumerate(framed):
         features[i, : len(f)], mask[i, : len(f)] = f, True

@@ -94,7 +94,8 @@ def preprocess(images, max_soft_tokens: int = 280, patch_size: int = 16, pooling
     for im in images:
         im = load_image(im) if isinstance(im, str | os.PathLike) else im
         rgb = resized_rgb(im, max_soft_tokens * k**2, patch_size, k)
-        patches, pos = merged_patches(rescale(rgb, video), patch_size, k)
+        pixels_01 = rescale(rgb, video)  # (3, h, w) in [0, 1]
+        patches, pos = merged_patches(pixels_01, patch_size, k)
         counts.append(len(patches))
         patches, pos = pad_rows(patches, pos, max_soft_tokens)
         pixels.append(patches)

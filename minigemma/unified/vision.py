@@ -56,8 +56,17 @@ def load_layer_norm(ckpt: TensorSource, name: str, dim: int) -> LayerNormWeights
     return LayerNormWeights(ckpt.f32(f"{name}.weight", (dim,)), ckpt.f32(f"{name}.bias", (dim,)))
 
 
+def holds(ckpt: TensorSource, name: str) -> bool:
+    """Whether a checkpoint has `name`; sources that make tensors on demand (random weights,
+    shape recorders) hold every name, under the module names."""
+    try:
+        return name in ckpt
+    except TypeError:
+        return False
+
+
 def load_vision_embedder(ckpt: TensorSource, cfg: UnifiedVisionConfig, text_hidden: int) -> VisionEmbedderWeights:
-    names = MODULE_NAMES if f"{MODULE_NAMES['patch']}.pos_embedding" in ckpt else FILE_NAMES
+    names = FILE_NAMES if holds(ckpt, f"{FILE_NAMES['patch']}.pos_embedding") else MODULE_NAMES
     at, d, p = names["patch"], cfg.mm_embed_dim, cfg.patch_pixels
     return VisionEmbedderWeights(
         patch_ln1=load_layer_norm(ckpt, f"{at}.patch_ln1", p),
@@ -102,7 +111,8 @@ def check_patches(pixel_values, position_ids, cfg: UnifiedVisionConfig, names=("
     if pixel_values is None or position_ids is None:
         missing = positions_name if pixel_values is not None else pixels_name
         raise InputError(f"{missing}: required (pass both {pixels_name} and {positions_name})")
-    pixels, positions = np.asarray(pixel_values), np.asarray(position_ids)
+    pixels = np.asarray(pixel_values)
+    positions = np.asarray(position_ids)
     if pixels.ndim != 3 or pixels.shape[-1] != cfg.patch_pixels or not np.issubdtype(pixels.dtype, np.floating):
         raise InputError(
             f"{pixels_name}: expected floats of shape (n, patches, {cfg.patch_pixels}) (3 x merged patch side "
