@@ -138,12 +138,14 @@ def test_trace_equals_the_reference_hooks_name_by_name(saved):
     as minigemma's trace, every one equal at 1e-4; and the CLI's compare agrees."""
     from minigemma.text.multimodal import token_types
     from minigemma.verify.reference import capture, load_reference
+    from minigemma.verify.trace import SECTIONS, order_key
 
     _, model, image, clip, _ = saved
     ids, media = processor_inputs(model, PROMPT, [image], BUDGET, [clip])
     ours = model.trace(ids, **media)
     theirs = capture(load_reference(model.path), ids, None, **media, mm_token_type_ids=token_types(ids, model.config.tokens))
     assert list(ours) == list(theirs)
+    assert all(order_key(n)[0] < len(SECTIONS) for n in ours), "a name missing from the forward-order tables"
     for name in ours:
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-4, err_msg=name)
     assert {n for n in ours if n.startswith("unified.")} == {

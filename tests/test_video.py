@@ -37,6 +37,7 @@ import minigemma
 from minigemma.errors import InputError
 from minigemma.generate.media_prompt import processor_inputs, prompt_with_media
 from minigemma.generate.tokenizer import load_tokenizer
+from minigemma.verify.trace import SECTIONS, order_key
 from minigemma.vision.video import Video, as_video, read_video, sample_indices, timestamps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,6 +204,7 @@ def test_prompt_frames_and_logits_with_videos_equal_reference(checkpoints, kind)
     acts = model.trace(ids, names="video.*", **media)  # the frames' steps, under video.
     step = "video.unified.vision.soft_tokens" if kind == "unified" else "video.vision.soft_tokens"
     assert acts[step].shape == (int(np.sum(ids == model.config.tokens["video_token_id"])), TEXT["hidden_size"])
+    assert all(order_key(n)[0] < len(SECTIONS) for n in acts)  # the frames' names are in the forward-order tables
 
 
 @pytest.mark.parametrize("kind", ["gemma4", "unified"])

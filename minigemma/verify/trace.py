@@ -47,6 +47,9 @@ VISION_AFTER_LAYERS = ("pooled", "out", "soft_tokens")
 AUDIO_BEFORE_LAYERS = ("subsample",)
 AUDIO_LAYER_STEPS = ("ffw1.out", "attn.in", "attn.out", "attn.post_norm", "conv.out", "ffw2.out", "out")
 AUDIO_AFTER_LAYERS = ("out", "soft_tokens")
+# The unified model's embedders (no towers); a video's frames go under `video.` + the vision names.
+UNIFIED_VISION_STEPS = ("patch_embed", "out", "soft_tokens")
+UNIFIED_AUDIO_STEPS = ("soft_tokens",)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,11 @@ class Section:
 # The order the towers run in; the encoders' soft tokens are merged into `embed`.
 SECTIONS = (
     Section("vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
+    Section("unified.vision.", UNIFIED_VISION_STEPS, (), ()),
+    Section("video.vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
+    Section("video.unified.vision.", UNIFIED_VISION_STEPS, (), ()),
     Section("audio.", AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS, AUDIO_AFTER_LAYERS),
+    Section("unified.audio.", UNIFIED_AUDIO_STEPS, (), ()),
     Section("", TEXT_BEFORE_LAYERS, LAYER_STEPS, TEXT_AFTER_LAYERS),
 )
 LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
