@@ -150,3 +150,13 @@ def test_trace_equals_the_reference_hooks_name_by_name(saved):
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-4, err_msg=name)
     assert {n for n in ours if n.startswith("unified.")} == {
         "unified.vision.patch_embed", "unified.vision.out", "unified.vision.soft_tokens", "unified.audio.soft_tokens"}
+
+
+def test_cli_info_describes_the_embedders(saved):
+    _, model, _, _, _ = saved
+    r = subprocess.run([sys.executable, "-m", "minigemma", "info", "--model", model.path], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "type:        gemma4_unified" in r.stdout
+    assert "vision:      no tower; 6 x 6-pixel patches (2-pixel, merged 3 x 3) -> 20 -> text" in r.stdout
+    assert "audio:       no tower; raw frames of 40 samples" in r.stdout

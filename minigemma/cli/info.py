@@ -51,7 +51,9 @@ def describe(model) -> list[str]:
         lines.append(f"MoE:         {t.num_experts} experts, top-{t.top_k_experts}, width {t.moe_intermediate_size}")
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
-    if model.audio is not None:
+    if model.config.model_type == "gemma4_unified":  # no towers: embedders of raw patches and frames
+        lines += describe_unified(model)
+    elif model.audio is not None:
         lines.append(describe_audio(model.audio))
     resident, mapped = memory_bytes((model.weights, model.vision, model.audio))
     lines.append(
@@ -71,6 +73,19 @@ def rss_bytes() -> int:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def describe_unified(model) -> list[str]:
+    v, a = model.vision, model.audio
+    lines = []
+    if v is not None:
+        c = v.config
+        lines.append(f"vision:      no tower; {c.model_patch_size} x {c.model_patch_size}-pixel patches ({c.patch_size}-pixel, "
+                     f"merged {c.pooling_kernel_size} x {c.pooling_kernel_size}) -> {c.mm_embed_dim} -> text, one soft token each")
+    if a is not None:
+        ms = a.config.samples_per_token * 1000 / a.features.sampling_rate
+        lines.append(f"audio:       no tower; raw frames of {a.config.samples_per_token} samples ({ms:g} ms) -> text, one soft token each")
+    return lines
 
 
 def describe_audio(tower) -> str:
