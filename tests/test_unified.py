@@ -11,7 +11,6 @@ weights, `layer_scalar`):
   audio clips of different lengths padded in a batch; an image and a clip in one prompt.
 """
 
-import os
 import tempfile
 
 import numpy as np
