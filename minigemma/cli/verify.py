@@ -68,7 +68,8 @@ def run_trace(args) -> int:
         from ..generate.media_prompt import processor_inputs
 
         if args.prompt is None:
-            raise InputError("--image / --audio / --video: give the text as --prompt, whose marks are expanded to the media's placeholders")
+            flags = "--image / --audio" + (" / --video" if args.videos else "")
+            raise InputError(f"{flags}: give the text as --prompt, whose marks are expanded to the media's placeholders")
         model = load(path)
         ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio, args.videos)
         ids = ids.tolist()
