@@ -156,7 +156,6 @@ class TextConfig:
     value_norm: bool = True  # Gemma 4 RMS-normalises values; Gemma 3 does not  [attention.py]
     layer_scalar: bool = True  # Gemma 4 scales each layer's output by a learned scalar; Gemma 3 has none  [layer.py]
     bidirectional_window_inclusive: bool = True  # see `attention_window`
-    image_blocks_all_layers: bool = False  # the unified model: an image's tokens see each other on global layers too  [layer.py]
 
     @property
     def kv_sharing_modes(self) -> tuple[str | None, ...]:
@@ -175,6 +174,12 @@ class TextConfig:
             # Gemma 4 lets a query see keys `reach` positions away; Gemma 3's mask stops one short
             return reach if self.bidirectional_window_inclusive else reach - 1
         return self.sliding_window
+
+    @property
+    def image_blocks_all_layers(self) -> bool:
+        """The unified model (`unified/config.py`): its reference's forward lets an image's tokens see
+        each other on every layer, past the window; Gemma 4's only on sliding layers, within it.  [layer.py]"""
+        return self.model_type == "gemma4_unified_text"
 
     @property
     def is_causal(self) -> bool:

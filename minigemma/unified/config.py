@@ -127,8 +127,9 @@ def unified_config_from_dict(raw: dict) -> ModelConfig:
     if not isinstance(text_raw, dict):
         raise ConfigError(f"text_config: expected an object, found {type(text_raw).__name__}")
     text = text_config_from_dict(unified_text_raw(text_raw), "text_config.")
-    # the reference's forward lets an image's tokens see each other on every layer (Gemma 4's: sliding layers only)
-    text = replace(text, model_type=TEXT_MODEL_TYPE, image_blocks_all_layers=True)
+    # the model type switches on what differs in the text stack: an image's tokens see each other on
+    # every layer, as the reference's forward has it (`TextConfig.image_blocks_all_layers`)
+    text = replace(text, model_type=TEXT_MODEL_TYPE)
     vision = raw.get("vision_config")
     audio = raw.get("audio_config")
     return ModelConfig(
