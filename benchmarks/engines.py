@@ -33,8 +33,11 @@ class Minigemma:
         self.model = minigemma.load(path, kernels=kernels)
 
     def prefill(self, ids):
+        """As `generate` does: chunks of 512 tokens, the last token's logits only."""
+        from minigemma.generate.loop import prefill
+
         self.cache = self.model.new_cache()
-        return int(self.model.extend(ids, self.cache)[-1].argmax())
+        return int(prefill(self.model, ids, self.cache).argmax())
 
     def step(self, token: int) -> int:
         import numpy as np
@@ -56,7 +59,8 @@ class Torch:
 
         self.cache = DynamicCache(config=self.model.config)
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.as_tensor(ids)[None], past_key_values=self.cache, use_cache=True)
+            out = self.model(input_ids=self.torch.as_tensor(ids)[None], past_key_values=self.cache, use_cache=True,
+                             logits_to_keep=1)  # as `generate` asks: also spares the KV-shared layers the prompt
         return int(out.logits[0, -1].argmax())
 
     def step(self, token: int) -> int:
@@ -146,7 +150,8 @@ def compile_kernels() -> dict:
     w32.setflags(write=False)
     index, weights = np.array([[0, 2]] * 20), np.ones((20, 2), np.float32)
     calls = {
-        "attention": lambda: kernels.attend(q, kv, kv, pos, pos, 2, True),
+        "attention": lambda: (kernels.attend(q, kv, kv, pos, pos, 2, True), kernels.attend(q[:1], kv, kv, pos[:1], pos, 2, True),
+                              kernels.attend(q[:1], kv.astype(np.float16), kv.astype(np.float16), pos[:1], pos, 2, True)),
         "experts": lambda: (kernels.experts(x[:1], index[:1], weights[:1], w, gelu_tanh), kernels.experts(x, index, weights, w, gelu_tanh)),
         "linear": lambda: (kernels.linear(x[:1], bits), kernels.linear(x, bits), kernels.linear(x[:1], w32)),
     }
@@ -159,9 +164,9 @@ def _dispatchers():
     """Every cached Numba function of the kernels."""
     from numba.core.registry import CPUDispatcher
 
-    from minigemma.kernels import attention, linear, moe
+    from minigemma.kernels import decode_attention, linear, moe
 
-    for module in (attention, linear, moe):
+    for module in (decode_attention, linear, moe):
         for value in vars(module).values():
             for d in value if isinstance(value, tuple) else (value,):
                 if isinstance(d, CPUDispatcher):

@@ -41,13 +41,17 @@ GB = 1e9
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here
 
 
-def subprocess_json(args: list[str], threads: int, env: dict | None = None) -> dict | list:
-    """Run `python -m benchmarks.<args>` with the thread count fixed; its last stdout line is JSON."""
+def subprocess_json(args: list[str], threads: int, env: dict | None = None, timeout: float | None = None) -> dict | list:
+    """Run `python -m benchmarks.<args>` with the thread count fixed; its last stdout line is JSON.
+    Past `timeout` seconds the step is stopped and reported as {"timeout": seconds}."""
     full_env = dict(os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
     full_env.update(SAME_FOR_ALL)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
+    try:
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": timeout}
     if out.returncode:
         raise SystemExit(f"benchmark step {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,7 +170,7 @@ def print_compile(c: dict) -> None:
 
 
 def print_sweep(rows: list) -> None:
-    print("\nattention CPU time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
+    print("\nattention wall-clock time per prompt token (us) on small-e2b-like shapes, kernels unless marked twin:\n")
     keys = ["sliding_us", "sliding_ns_per_key", "sliding_twin_us", "global_us", "decode_sliding_us", "decode_global_us"]
     header = ["prompt", "sliding prefill", "same, ns per visible key", "sliding prefill, twin", "global prefill",
               "sliding decode step", "global decode step"]

@@ -186,13 +186,16 @@ class Model:
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def new_cache(self) -> KVCache:
-        """An empty KV cache for one sequence (ring buffers for sliding layers)."""
-        return new_cache(self.config.text)
+    def new_cache(self, dtype=np.float32) -> KVCache:
+        """An empty KV cache for one sequence (ring buffers for sliding layers); keys and values
+        stored as `dtype`, float32 or float16 (half the memory, widened in the attention kernel)."""
+        return new_cache(self.config.text, dtype)
 
-    def extend(self, input_ids, cache: KVCache, soft=()) -> np.ndarray:
+    def extend(self, input_ids, cache: KVCache, soft=(), keep: int | None = None) -> np.ndarray:
         """Feed token ids (seq,) that continue the sequence held by `cache`: a prefill (or a chunk of
-        one) or a decode step. Returns their logits (seq, vocab) and advances the cache."""
+        one) or a decode step. Returns their logits (seq, vocab) and advances the cache; with
+        `keep`, only the last `keep` positions' logits (keep, vocab), which spares the KV-shared
+        layers' work on the others (`text_forward`)."""
         cfg = self.config.text
         ids = check_token_ids(input_ids, cfg.vocab_size)
         if ids.ndim != 1:
@@ -206,7 +209,8 @@ class Model:
         embeds, ple_ids = self.embed(ids, soft)
         positions = np.arange(cache.length, end)
         blocks = self.blocks(ids, cache.length)
-        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks, backend=self.backend)
+        logits = text_forward(embeds, ple_ids, self.weights, cfg, positions, cache=cache.layers, blocks=blocks, backend=self.backend,
+                              keep=keep)
         cache.length = end
         return logits
 

@@ -22,3 +22,41 @@ def test_benchmark_smoke_run(tmp_path):
     assert len(tokens["torch"]) == 3 and tokens["kernels"] == tokens["numpy"] == tokens["torch"]
     assert all(e["peak_rss"] > 0 and e["decode_tok_s"] > 0 for e in engines.values())
     assert len(engines["kernels-bf16"]["tokens"]) == 3  # other weights (rounded), so other tokens maybe
+
+
+def test_attention_and_long_prompt_benchmarks_smoke_run(tmp_path):
+    """The attention benchmark (kernel and twin on small shapes) and the long-prompt one (tiny
+    config, minigemma in its own process) print their tables; torch's engines are the ones
+    `test_benchmark_smoke_run` already runs."""
+    args = ["--prefill", "64", "--decode", "300", "--repeats", "1", "--twin-max", "64", "--bandwidth-gib", "0.01", "--no-torch"]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.attention", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [line.split("|")[1].strip() for line in r.stdout.splitlines() if "|     64 |" in line] == ["global", "sliding"]
+    assert any(line.startswith("|         300 |") for line in r.stdout.splitlines())
+    args = ["--config", "tiny", "--prompts", "40", "--new", "2", "--engines", "kernels", "--time-limit", "300", "--weights", str(tmp_path)]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.long_prompt", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines() if line.startswith("|     40 ")]
+    assert [row[1] for row in rows] == ["minigemma kernels"] and float(rows[0][4]) > 0 and rows[0][6] == "-"
+
+
+def test_kv_cache_sizes_are_those_of_a_filled_cache():
+    """`benchmarks.kv_cache` computes sizes from the layout: they equal the bytes of a real cache
+    fed 1,300 tokens in chunks of 512 (ring buffers full, global buffers doubled), both dtypes."""
+    import numpy as np
+
+    from benchmarks.kv_cache import cache_bytes
+    from minigemma.generate.cache import new_cache
+    from minigemma.text.config import config_from_dict
+    from weights_tools.random_checkpoint import PRESETS
+
+    cfg = config_from_dict(dict(PRESETS["tiny"])).text
+    for dtype in (np.float32, np.float16):
+        cache, n = new_cache(cfg, dtype), 1300
+        for start in range(0, n, 512):
+            rows = min(512, n - start)
+            for spec, layer in zip(cfg.layers, cache.layers):
+                if layer is not None:
+                    kv = np.zeros((rows, spec.num_kv_heads, spec.head_dim), np.float32)
+                    layer.update(kv, kv, np.arange(start, start + rows))
+        assert cache.nbytes == cache_bytes(cfg, n, dtype)

@@ -47,8 +47,8 @@ def our_steps(model, ids, max_new_tokens, stop=frozenset(), soft=()):
     prompt's image/audio soft tokens."""
     logits, extend = [], model.extend
 
-    def recording(step_ids, cache, soft=()):
-        out = extend(step_ids, cache, soft)
+    def recording(step_ids, cache, soft=(), keep=None):
+        out = extend(step_ids, cache, soft, keep)
         logits.append(out[-1])
         return out
 

@@ -14,7 +14,7 @@ from minigemma.cli import main
 from minigemma.verify.compare import compare_traces
 from minigemma.model import default_model_path
 from minigemma.generate.tokenizer import load_tokenizer
-from minigemma.verify.trace import config_hash
+from minigemma.verify.trace import config_hash, kv_sources
 from minigemma.verify.trace_file import Trace, load_trace
 from minigemma.verify import reference as reference_trace
 from weights_tools import golden_traces
@@ -52,6 +52,7 @@ def test_golden_traces_are_the_reference_on_fixed_prompts(checkpoint, tmp_path, 
         ids = tok.encode(prompt.text, add_special_tokens=True)
         assert t.token_ids == ids and ids[0] == tok.bos_id and t.metadata["prompt"] == prompt.text
         assert t.metadata["config_sha256"] == config_hash(model.config)
+        assert t.kv_sources == kv_sources(model.config.text)
         assert t.metadata["source"].startswith("transformers 5.23.0")
         assert list(t.activations) == expected_names(prompt, model, ids)
         assert prompt.every_name or len(ids) > cfg.sliding_window  # the long prompt outruns the window
@@ -90,6 +91,7 @@ def test_shipped_golden_traces_are_of_the_embedded_model_as_it_is(prompt):
     ids = load_tokenizer(default_model_path()).encode(prompt.text, add_special_tokens=True)
     assert t.token_ids == ids and t.metadata["prompt"] == prompt.text
     assert t.metadata["config_sha256"] == config_hash(model.config)
+    assert t.kv_sources == kv_sources(model.config.text) == {4: 3, 5: 2}  # S S G S | S G
     assert list(t.activations) == expected_names(prompt, model, ids)
     rows = compare_traces(Trace("minigemma", model.trace(ids, list(t.activations))), t)
     assert [r.name for r in rows if not r.ok] == []

@@ -40,7 +40,7 @@ def attention_inputs(draw):
     heads, kv = draw(st.sampled_from([(1, 1), (2, 1), (4, 2), (8, 1), (8, 2), (6, 3), (4, 4)]))
     d = draw(st.sampled_from([1, 4, 16, 64, 256]))
     q_len = draw(st.sampled_from([1, 1, 2, 17, 40]))  # 17, 40: more than one query block
-    past = draw(st.integers(0, 150))  # > KEY_BLOCK: several key blocks
+    past = draw(st.integers(0, 150))  # keys before the queries (a cache)
     causal = draw(st.booleans())
     n_keys = past + q_len
     window = draw(st.sampled_from([None, 1, 2, n_keys - 1, n_keys, n_keys + 5]) | st.integers(1, 80))
@@ -161,13 +161,14 @@ def test_big_decode_products_float32_by_blas_and_bf16_by_the_gemv():
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, parallel):
-    """Every kernel runs parallel for big work on a machine with an idle core, else on the
-    calling thread (`threads.pick`): force each way on the same inputs."""
+    """Every kernel runs parallel for big work, else on the calling thread (`threads.pick`):
+    force each way on the same inputs."""
     monkeypatch.setattr(threads, "PARALLEL_MIN_WORK", 0 if parallel else 2**62)
-    monkeypatch.setattr(threads, "idle_core", lambda second: True)
     rng = np.random.default_rng(7)
     q, k, v, pos = normal(rng, 37, 4, 16), normal(rng, 37, 2, 16), normal(rng, 37, 2, 16), np.arange(37)
     np.testing.assert_allclose(fused_attention.attend(q, k, v, pos, pos, 5), attend_positions(q, k, v, pos, pos, 5), **TOL)
+    last = slice(36, 37)  # one query: the decode kernel
+    np.testing.assert_allclose(fused_attention.attend(q[last], k, v, pos[last], pos, None), attend_positions(q[last], k, v, pos[last], pos, None), **TOL)
     w = ExpertWeights(normal(rng, 3, 12, 8), normal(rng, 3, 8, 6))
     x, index, weights = normal(rng, 1, 8), np.array([[2, 0]]), np.array([[0.3, 0.7]], np.float32)
     gelu = ACTIVATIONS["gelu_pytorch_tanh"]
@@ -177,13 +178,13 @@ def test_kernels_agree_with_twins_on_all_threads_and_on_one(monkeypatch, paralle
     np.testing.assert_allclose(fused_linear.linear(x, bits), bf16_linear(x, bits), **TOL)
 
 
-def test_parallel_only_with_big_work_and_an_idle_core(monkeypatch):
+def test_parallel_by_shape_alone(monkeypatch):
+    """Serial or parallel is decided by the work a call has, never by the machine's load."""
     kernels = ("serial", "parallel")
-    monkeypatch.setattr(threads, "idle_core", lambda second: True)
     assert threads.pick(kernels, threads.PARALLEL_MIN_WORK) == "parallel"
     assert threads.pick(kernels, threads.PARALLEL_MIN_WORK - 1) == "serial"
-    monkeypatch.setattr(threads, "idle_core", lambda second: False)
-    assert threads.pick(kernels, 2**40) == "serial"
+    monkeypatch.setattr("os.getloadavg", lambda: (99.0, 99.0, 99.0))
+    assert threads.pick(kernels, 2**40) == "parallel"
 
 
 def test_switch_argument_then_environment_then_on(monkeypatch):

@@ -65,6 +65,8 @@ def test_trace_writes_activations_and_metadata(checkpoint, traced, suffix):
         "config_sha256": config_hash(model.config),
         "token_ids": IDS,
         "dtype": "float32",
+        # the tiny preset: S S G S | S G, the last two KV-shared, each reading the last earlier layer of its type
+        "kv_sources": {4: 3, 5: 2},
     }
 
 
@@ -152,6 +154,8 @@ def bad_inputs(checkpoint, traced, tmp):
         (["compare", str(tmp / "empty.npz"), str(ours)], "empty.npz: the trace holds no activations"),
         (["compare", str(ours), str(ours), "--atol", "-1"], "--atol: expected a tolerance >= 0, found -1.0"),
         (["compare", str(ours), str(ours), "--names", "vision.*"], "pattern 'vision.*' matches no activation"),
+        (trace + ["--ids", "2", "--dtype", "bfloat16"], "--dtype bfloat16: minigemma computes in float32; the flag is for --reference"),
+        (["compare", str(ours), str(ours), "--spread-factor", "-1"], "--spread-factor: expected a tolerance >= 0, found -1.0"),
         (trace + ["--ids", "2,x"], "--ids: expected comma-separated integers such as 2,15,7, found '2,x'"),
         (trace + ["--ids", "2,99999"], "--ids: token id 99999 outside the vocabulary [0, 512)"),
         (trace + ["--ids", "2", "--names", "layer.*"], "names: pattern 'layer.*' matches no activation"),

@@ -29,15 +29,20 @@ def shims(bin_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "section, languages",
-    [("Worked example", ["bash", "text", "python", "bash", "text"]), ("Golden traces", ["bash", "text"])],
+    "sections, languages",
+    [
+        # the bf16 section continues in the worked example's directory (its checkpoint and float32 trace)
+        (["Worked example", "Reduced precision (bf16)"], ["bash", "text", "python", "bash", "text", "bash", "python", "bash", "text"]),
+        (["Golden traces"], ["bash", "text"]),
+    ],
+    ids=["worked+bf16", "golden"],
 )
-def test_guide_runs_as_written(tmp_path, section, languages):
+def test_guide_runs_as_written(tmp_path, sections, languages):
     shims(tmp_path / "bin")
     path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
     env = dict(os.environ, PATH=path, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # tiny model: one thread is fastest
     outputs = []
-    blocks = guide_blocks(section)
+    blocks = [block for section in sections for block in guide_blocks(section)]
     assert [lang for lang, _ in blocks] == languages
     for lang, code in blocks:
         if lang == "text":  # output the guide shows: its tail (after any "...") is what the last block printed

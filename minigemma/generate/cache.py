@@ -17,6 +17,11 @@ Gemma 4 makes this cache small in three ways, one per kind of layer:
 * **KV-shared layers** (`reuse`) keep nothing: they read the keys/values their producer layer
   (`store`) computed in this very step, cache included (`ForwardContext.shared_kv`).
 
+A compact option, `new_cache(cfg, np.float16)`: keys and values stored in float16 (half the
+bytes; a global layer's cache is what grows with the text), widened to float32 inside the
+attention kernel, tile by tile. The new tokens' keys and values are rounded on the way in, so
+every query sees the same, stored, values (llama.cpp's default f16 cache does the same).
+
 A query at position q of a sliding layer sees keys q - window + 1 .. q. So a chunk of c new tokens
 needs the previous window - 1 keys plus its own c, and after the chunk only the last window - 1
 positions can still be seen by a future query: that is all the ring keeps.
@@ -32,27 +37,35 @@ from ..text.config import TextConfig
 from ..errors import ConfigError
 
 
-def _empty(rows: int, kv_heads: int, head_dim: int) -> np.ndarray:
-    return np.zeros((rows, kv_heads, head_dim), np.float32)
+STORAGE = (np.float32, np.float16)  # how keys and values may be stored
+
+
+def _empty(rows: int, kv_heads: int, head_dim: int, dtype=np.float32) -> np.ndarray:
+    return np.zeros((rows, kv_heads, head_dim), dtype)
 
 
 class SlidingKV:
     """Ring buffer of the last `window - 1` keys/values of one sliding layer."""
 
-    def __init__(self, window: int, kv_heads: int, head_dim: int):
+    def __init__(self, window: int, kv_heads: int, head_dim: int, dtype=np.float32):
         self.capacity = window - 1  # what a future query can still see
-        self.keys = _empty(self.capacity, kv_heads, head_dim)  # (capacity, kv_heads, head_dim)
-        self.values = _empty(self.capacity, kv_heads, head_dim)
+        self.keys = _empty(self.capacity, kv_heads, head_dim, dtype)  # (capacity, kv_heads, head_dim)
+        self.values = _empty(self.capacity, kv_heads, head_dim, dtype)
         self.positions = np.zeros(self.capacity, np.int64)  # absolute position of each slot
         self.written = 0  # tokens ever written; the next one goes to slot written % capacity
 
     def update(self, k: np.ndarray, v: np.ndarray, positions: np.ndarray):
         """Keys/values of c new tokens (c, kv_heads, head_dim) -> what this step attends to:
-        the ring's filled slots (in slot order) followed by the new tokens, with positions."""
+        the ring's filled slots, oldest first, followed by the new tokens, with positions. In
+        position order, the attention kernel finds a query block's keys by binary search (a
+        chunk of a long prompt then reads only the window of each block, not the whole ring)."""
+        k, v = k.astype(self.keys.dtype, copy=False), v.astype(self.values.dtype, copy=False)  # as stored
         held = min(self.written, self.capacity)
-        k_all = np.concatenate([self.keys[:held], k])
-        v_all = np.concatenate([self.values[:held], v])
-        pos_all = np.concatenate([self.positions[:held], positions])
+        oldest = self.written % self.capacity if self.written > self.capacity > 0 else 0  # the slot written next
+        slots = (oldest + np.arange(held)) % self.capacity  # (held,) in position order
+        k_all = np.concatenate([self.keys[slots], k])
+        v_all = np.concatenate([self.values[slots], v])
+        pos_all = np.concatenate([self.positions[slots], positions])
         keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
         if keep:
             slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity
@@ -81,9 +94,9 @@ class GlobalKV:
     """Every key/value of one global layer, in a buffer that doubles when full (amortised O(1)
     appends instead of copying the whole past at every step)."""
 
-    def __init__(self, kv_heads: int, head_dim: int):
-        self.keys = _empty(0, kv_heads, head_dim)  # (capacity, kv_heads, head_dim); rows [:length] used
-        self.values = _empty(0, kv_heads, head_dim)
+    def __init__(self, kv_heads: int, head_dim: int, dtype=np.float32):
+        self.keys = _empty(0, kv_heads, head_dim, dtype)  # (capacity, kv_heads, head_dim); rows [:length] used
+        self.values = _empty(0, kv_heads, head_dim, dtype)
         self.positions = np.zeros(0, np.int64)
         self.length = 0
 
@@ -143,9 +156,12 @@ class KVCache:
                 c.restore(state)
 
 
-def new_cache(cfg: TextConfig) -> KVCache:
-    """An empty cache for a model. Only causal models decode token by token: with bidirectional
-    attention every token would also depend on the ones after it."""
+def new_cache(cfg: TextConfig, dtype=np.float32) -> KVCache:
+    """An empty cache for a model, keys and values stored as `dtype` (float32, or float16: half
+    the memory). Only causal models decode token by token: with bidirectional attention every
+    token would also depend on the ones after it."""
+    if np.dtype(dtype) not in STORAGE:
+        raise ConfigError(f"KV cache dtype: expected one of {[np.dtype(t).name for t in STORAGE]}, found {np.dtype(dtype).name}")
     if not cfg.is_causal:
         raise ConfigError(
             f"use_bidirectional_attention: expected a causal model (null or 'vision') to generate with, "
@@ -156,7 +172,7 @@ def new_cache(cfg: TextConfig) -> KVCache:
         if spec.reuses_kv:
             layers.append(None)
         elif spec.is_sliding:
-            layers.append(SlidingKV(cfg.attention_window, spec.num_kv_heads, spec.head_dim))
+            layers.append(SlidingKV(cfg.attention_window, spec.num_kv_heads, spec.head_dim, dtype))
         else:
-            layers.append(GlobalKV(spec.num_kv_heads, spec.head_dim))
+            layers.append(GlobalKV(spec.num_kv_heads, spec.head_dim, dtype))
     return KVCache(layers)

@@ -30,10 +30,9 @@ def prefill(model, ids: np.ndarray, cache, chunk: int = PREFILL_CHUNK, soft=()) 
     """Feed the prompt; returns the logits of its last token (vocab,). With soft tokens (images,
     audio) the prompt goes in one piece, so no chunk cuts through the placeholders."""
     if soft:
-        return model.extend(ids, cache, soft)[-1]
-    logits = None
-    for start in range(0, len(ids), chunk):
-        logits = model.extend(ids[start : start + chunk], cache)
+        return model.extend(ids, cache, soft, keep=1)[-1]
+    for start in range(0, len(ids), chunk):  # only the last token's logits are wanted
+        logits = model.extend(ids[start : start + chunk], cache, keep=1 if start + chunk >= len(ids) else 0)
     return logits[-1]
 
 

@@ -2,7 +2,7 @@
 
 | NumPy twin (the one to read)                       | kernel (the one to run)            |
 | -------------------------------------------------- | ---------------------------------- |
-| `text/attention.attend` + `attention_mask`         | `kernels/attention.py`             |
+| `text/attention.attend_positions`                  | `kernels/attention.py` (BLAS tiles), `kernels/decode_attention.py` (few queries) |
 | `text/moe.experts`                                 | `kernels/moe.py`                   |
 | `x @ W.T`; `weights/bf16.bf16_linear` (widen, BLAS)| `kernels/linear.py` (GEMV on bf16, small f32) |
 
@@ -26,9 +26,9 @@ from ..text.backend import NUMPY, Backend
 __all__ = ["Backend", "NUMPY", "backend", "kernels_enabled", "ENV_VAR"]
 
 ENV_VAR = "MINIGEMMA_KERNELS"
-# Numba's OpenMP threads wait for work sleeping, not spinning, unless the user says otherwise: on
-# a busy 2-core machine spinning threads steal the core the working thread needs, and parallel
-# GEMVs measured 3x slower than serial ones (see threads.py); idle, sleeping costs ~10 us a call.
+# Numba's OpenMP threads wait for work sleeping, not spinning, unless the user says otherwise:
+# spinning threads hold the cores OpenBLAS's prefill GEMMs need, and steal the working thread's
+# core on a shared machine; sleeping costs ~10 us a parallel call (the policy: threads.py).
 OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

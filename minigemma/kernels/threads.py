@@ -1,26 +1,25 @@
-"""When a kernel goes parallel.
+"""When a kernel goes parallel, and how its threads wait.
 
 A parallel region wakes the other threads and waits for all of them at its end: microseconds on
-an idle machine, but a scheduler time slice whenever a thread has to wait for a core. So every
-kernel is compiled twice, serial and parallel, and a call takes the parallel one only when
-
-* it has at least `PARALLEL_MIN_WORK` to do: a decoding step of a small model makes dozens of
-  tiny calls, for which waking threads costs more than the work (the `tiny` benchmark config
-  decoded several times slower with every call parallel);
-* and the machine is not busy: on the shared 2-core machine the benchmarks ran on, with two
-  other processes running, a parallel GEMV streamed 8 GB/s and a serial one 13-14, while with
-  the machine quieter the parallel GEMV won (benchmarks/README.md). Busy is judged from the
-  1-minute load average, read at most once a second.
+an idle machine, more than the work itself for the dozens of tiny calls a small model's decoding
+step makes (the `tiny` benchmark config decoded several times slower with every call parallel).
+So every kernel is compiled twice, serial and parallel, and a call takes the parallel one when it
+has at least `PARALLEL_MIN_WORK` to do. That is decided by the call's shapes alone: never by the
+machine's load (an earlier version read the load average, so the same call took different paths
+on a busy and an idle machine), so a given call always runs the same code.
 
 Serial and parallel kernels compute every output element the same way, so the choice changes
 the speed, never a bit of the result.
+
+How threads wait (the policy `kernels/__init__.py` sets, unless the user set their own): Numba's
+OpenMP threads *sleep* between parallel regions (`OMP_WAIT_POLICY=PASSIVE`). Spinning
+(`ACTIVE`) measured decode 10-30% faster but prefill 55% slower (benchmarks/README.md): spinning
+OpenMP threads hold the cores OpenBLAS's threads need for the prefill's GEMMs, and on a shared
+machine they steal the core the working thread needs. Sleeping costs ~10 us a region, which the
+`PARALLEL_MIN_WORK` threshold keeps small next to the work.
 """
 
 from __future__ import annotations
-
-import os
-import time
-from functools import lru_cache
 
 from numba import njit, prange
 
@@ -29,7 +28,6 @@ from numba import njit, prange
 # No assumption that values are finite: masked attention scores are -inf on purpose.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 PARALLEL_MIN_WORK = 1 << 22  # multiply-adds (or values touched): ~4 M, a few hundred microseconds
-BUSY_LOAD = 0.5  # load average (our own running thread included) above cores + this: no core to spare
 
 
 def serial_and_parallel(define, fastmath=FASTMATH):
@@ -40,12 +38,5 @@ def serial_and_parallel(define, fastmath=FASTMATH):
 
 
 def pick(kernels: tuple, work: int):
-    """The parallel kernel for big `work` when a core is idle, else the serial one."""
-    return kernels[work >= PARALLEL_MIN_WORK and idle_core(int(time.monotonic()))]
-
-
-@lru_cache(maxsize=1)
-def idle_core(second: int) -> bool:
-    """Whether the other processes leave a core for a second thread, this second: the 1-minute
-    load average counts this process's own running thread(s) too."""
-    return os.getloadavg()[0] < (os.cpu_count() or 1) + BUSY_LOAD
+    """The parallel kernel for `work` of at least `PARALLEL_MIN_WORK`, else the serial one: by shape alone."""
+    return kernels[work >= PARALLEL_MIN_WORK]

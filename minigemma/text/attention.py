@@ -129,8 +129,11 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.
     return out.transpose(2, 0, 1, 3).reshape(q_len, n_heads, d)
 
 
-def attend_positions(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, both_ways=None) -> np.ndarray:
-    """`attend` with the mask built from absolute positions: the contract the Numba kernel shares."""
+def attend_positions(q, k, v, q_pos, k_pos, window: int | None, causal: bool = True, blocks=None) -> np.ndarray:
+    """`attend` with the mask built from absolute positions: the contract the kernel shares.
+    `blocks`: (q_blocks (q_len,), k_blocks (k_len,)), the image of each query and key (-1: text),
+    whose tokens see each other both ways; or None."""
+    both_ways = None if blocks is None else (blocks[0][:, None] == blocks[1][None, :]) & (blocks[0][:, None] >= 0)
     return attend(q, k, v, attention_mask(q_pos, k_pos, window, causal, both_ways))
 
 

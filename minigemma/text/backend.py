@@ -20,7 +20,7 @@ class Backend:
     """The implementations a forward pass calls for its hot loops."""
 
     name: str
-    attend: Callable  # (q, k, v, q_pos, k_pos, window, causal, both_ways) -> (q_len, heads, head_dim)
+    attend: Callable  # (q, k, v, q_pos, k_pos, window, causal, blocks) -> (q_len, heads, head_dim)
     experts: Callable  # `moe.experts`' contract
     # (x, W (out, in) as stored: float32 or bf16 bits) -> x @ W.T, which keeps weights as stored
     # (`checkpoint.StoredMatrix`); None: plain float32 arrays and `x @ W.T`, bf16 widened at

@@ -84,13 +84,17 @@ def text_forward(
     tap=None,
     blocks=None,
     backend: Backend = NUMPY,
+    keep: int | None = None,
 ) -> np.ndarray:
     """Run the decoder stack on scaled embeddings (seq, hidden); returns logits (seq, vocab).
 
     `ple_ids`: the token ids whose PLE table rows to use (multimodal placeholders pass the pad id);
     `positions`: absolute positions (seq,); `cache`: per-layer KV caches or None; `blocks`: image
     block id per absolute position, for bidirectional attention inside images (or None);
-    `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`)."""
+    `backend`: NumPy twins or Numba kernels for the hot loops (`kernels/__init__.py`);
+    `keep`: how many of the last positions' logits are wanted (None: all). KV-shared layers write
+    no cache, so they (and the head) run only on those positions, as the reference's
+    `logits_to_keep` does: a prompt's chunks other than the last skip them (keep=0)."""
     rope = rope_for_positions(positions, cfg)
     ctx = ForwardContext(positions=positions, rope=rope, cache=cache, blocks=blocks, backend=backend)
     if tap is not None:
@@ -108,9 +112,17 @@ def text_forward(
 
     h = embeds
     for spec, lw in zip(cfg.layers, w.layers):
+        if keep is not None and spec.reuses_kv and keep < len(h):  # from here on, only the kept positions
+            if keep == 0:  # (the KV-shared layers are the last ones: nothing after them writes a cache)
+                return np.zeros((0, w.lm_head.shape[0]), np.float32)
+            h, ctx.positions = h[-keep:], ctx.positions[-keep:]
+            ple_inputs = ple_inputs[-keep:] if ple_inputs is not None else None
+            ctx.rope = {t: (cos[-keep:], sin[-keep:]) for t, (cos, sin) in ctx.rope.items()}
         layer_input = ple_inputs[:, spec.index] if ple_inputs is not None else None
         h = decoder_layer(h, lw, spec, cfg, ctx, layer_input)
 
+    if keep is not None:
+        h = h[len(h) - keep :]  # models without KV-shared layers: the head only where wanted
     h = rms_norm(h, w.final_norm, cfg.rms_norm_eps)
     ctx.tap("final_norm", h)
     logits = linear(h, w.lm_head)

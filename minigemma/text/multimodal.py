@@ -89,15 +89,16 @@ def image_blocks(ids: np.ndarray, image_token_id: int) -> np.ndarray:
     return np.where(is_image, np.cumsum(starts) - 1, TEXT_BLOCK)
 
 
+def block_at(blocks: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The block of each absolute position in `pos`; positions past the end of `blocks`
+    (generated text) are text."""
+    inside = pos < len(blocks)
+    return np.where(inside, blocks[np.where(inside, pos, 0)], TEXT_BLOCK)
+
+
 def same_block(blocks: np.ndarray, q_pos: np.ndarray, k_pos: np.ndarray) -> np.ndarray:
-    """(q_len, k_len) bool: query and key are tokens of the same image. `blocks` gives the block
-    of each absolute position; positions past its end (generated text) are text."""
-
-    def block_at(pos):
-        inside = pos < len(blocks)
-        return np.where(inside, blocks[np.where(inside, pos, 0)], TEXT_BLOCK)
-
-    bq, bk = block_at(q_pos), block_at(k_pos)
+    """(q_len, k_len) bool: query and key are tokens of the same image."""
+    bq, bk = block_at(blocks, q_pos), block_at(blocks, k_pos)
     return (bq[:, None] == bk[None, :]) & (bq[:, None] != TEXT_BLOCK)
 
 

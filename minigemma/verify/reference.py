@@ -6,14 +6,15 @@ Needs the test extra (torch, transformers 5.23.0). The reference is Hugging Face
 Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), or Gemma 3 for a Gemma 3
 checkpoint (`Gemma3ForCausalLM`, `Gemma3ForConditionalGeneration`: the same layer modules, less
 PLE, MoE and the v-norm), or the unified 12B (`Gemma4UnifiedForConditionalGeneration`: its
-embedders' steps named `unified.vision.*` / `unified.audio.*`), loaded in float32 with eager attention. Every name of `minigemma.trace` is an input or output of one of its modules, so a hook
-captures it without touching the reference's code. `LAYER_POINTS` and `MODEL_POINTS` below are
-the mapping; docs/verify.md shows it as a table beside the shapes.
+embedders' steps named `unified.vision.*` / `unified.audio.*`), loaded with eager attention in
+float32 (or bfloat16: `--dtype`). Every name of `minigemma.trace` is an input or output of one of
+its modules, so a hook captures it without touching the reference's code. The text model's points
+(`ATTENTION_POINTS`, ..., `MODEL_POINTS`) live in `torch_adapter.py`, whose `reference_table` hands
+the same mapping to a port; the towers' (and the unified embedders') are below. docs/verify.md
+shows them as a table beside the shapes.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from ..text.config import config_from_dict
 from ..unified.config import MODEL_TYPE as UNIFIED, load_model_config, unified_config_from_dict
 from ..errors import InputError
 from ..audio.subsample import subsampled_mask
+from .torch_adapter import (  # the points of the text model's modules: one table for both
+    ATTENTION_POINTS, DENSE_POINTS, FLAT, LAYER_OUTPUT, MODEL_POINTS, MOE_POINTS, PLE_POINTS, hf_kv_sources, hook,
+)  # fmt: skip
 from .trace import Recorder
 from ..vision.tower import PAD_POSITION
 
@@ -42,52 +46,9 @@ REFERENCE_CLASSES = {
 }
 TEXT_MODELS = (Gemma4TextModel, Gemma3TextModel, Gemma4UnifiedTextModel)
 
-# (name within layer i, module path within `layers.{i}`, point). A point is the module's first
-# input, its output, or one element of an output tuple. Modules a layer lacks (k_norm on a
-# KV-shared layer, the PLE gate without PLE, the router without MoE) give no name.
-ATTENTION_POINTS = (
-    ("attn.in", "input_layernorm", "output"),
-    ("attn.q", "self_attn.q_norm", "output"),  # RoPE is applied after, by a plain function
-    ("attn.k", "self_attn.k_norm", "output"),
-    ("attn.v", "self_attn.v_norm", "output"),
-    ("attn.context", "self_attn.o_proj", "input"),
-    ("attn.out", "self_attn.o_proj", "output"),
-    ("attn.post_norm", "post_attention_layernorm", "output"),
-    ("attn.residual", "pre_feedforward_layernorm", "input"),
-    ("mlp.in", "pre_feedforward_layernorm", "output"),
-    ("mlp.gated", "mlp.down_proj", "input"),
-    ("mlp.out", "mlp", "output"),
-)
-DENSE_POINTS = (("mlp.post_norm", "post_feedforward_layernorm", "output"),)
-MOE_POINTS = (
-    ("mlp.post_norm", "post_feedforward_layernorm_1", "output"),
-    ("moe.router.probs", "router", "output[0]"),
-    ("moe.router.top_k_weights", "router", "output[1]"),
-    ("moe.router.top_k_index", "router", "output[2]"),
-    ("moe.experts.in", "pre_feedforward_layernorm_2", "output"),
-    ("moe.experts.out", "experts", "output"),
-    ("moe.experts.post_norm", "post_feedforward_layernorm_2", "output"),
-    ("moe.out", "post_feedforward_layernorm", "input"),
-    ("moe.post_norm", "post_feedforward_layernorm", "output"),
-)
-PLE_POINTS = (
-    ("ple.in", "per_layer_input_gate", "input"),
-    ("ple.gated", "per_layer_projection", "input"),
-    ("ple.out", "per_layer_projection", "output"),
-    ("ple.post_norm", "post_per_layer_input_norm", "output"),
-)
-LAYER_OUTPUT = (("out", "", "output"),)  # the decoder layer itself, after `layer_scalar`
 # Gemma 3 has no v-norm: its values are the projection's output, flat (seq, kv_heads * head_dim).
 GEMMA3_POINTS = (("attn.v", "self_attn.v_proj", "output"),)
 GEMMA3_HEADS_FIRST = ("attn.q", "attn.k")  # Gemma 3 norms q and k after moving heads before positions
-# Model-level names, module paths within the text model (`model` or `model.language_model`).
-# `ple.inputs` is layer i's second input, stacked over layers; `logits` is the model's output.
-MODEL_POINTS = (
-    ("embed", "layers.0", "input"),  # the text model's input embeddings, soft tokens merged in
-    ("ple.identity", "embed_tokens_per_layer", "output"),
-    ("ple.context", "per_layer_projection_norm", "output"),
-    ("final_norm", "norm", "output"),
-)
 # The vision tower, module paths within `model` (`Gemma4Model`) of a `Gemma4ForConditionalGeneration`.
 VISION_POINTS = (
     ("vision.patch_embed", "vision_tower.patch_embedder", "output"),
@@ -118,8 +79,6 @@ UNIFIED_VISION_POINTS = (
     ("unified.vision.soft_tokens", "embed_vision.multimodal_embedder", "output"),
 )
 UNIFIED_AUDIO_POINTS = (("unified.audio.soft_tokens", "embed_audio", "output"),)
-# The MoE router and experts run on tokens flattened across the batch: no batch axis to drop.
-FLAT = ("moe.router.probs", "moe.router.top_k_weights", "moe.router.top_k_index", "moe.experts.in", "moe.experts.out")
 
 
 def layer_points(layer) -> tuple:
@@ -135,19 +94,6 @@ def text_model(model) -> Gemma4TextModel | Gemma3TextModel:
     if len(found) != 1:
         raise InputError(f"reference: expected one Gemma4TextModel or Gemma3TextModel inside {type(model).__name__}, found {len(found)}")
     return found[0]
-
-
-def _hook(module, point: str, keep):
-    """Register a hook calling `keep(tensor)` at `point`: a pre-hook for the module's first
-    input (its first argument, positional or by name), before the module can change anything;
-    a forward hook for its output or one element of its output tuple."""
-    if point == "input":
-        first = next(iter(inspect.signature(module.forward).parameters))
-        return module.register_forward_pre_hook(lambda m, args, kw: keep(args[0] if args else kw[first]), with_kwargs=True)
-    if point == "output":
-        return module.register_forward_hook(lambda m, args, out: keep(out[0] if isinstance(out, tuple) else out))
-    index = int(point.removeprefix("output[").removesuffix("]"))
-    return module.register_forward_hook(lambda m, args, out: keep(out[index]))
 
 
 def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=None, mm_token_type_ids=None,
@@ -186,11 +132,11 @@ def _keeper(raw: dict, name: str):
 
 def register_hooks(text: Gemma4TextModel, raw: dict) -> list:
     """Hooks storing each text point's tensor in `raw[name]`; returns their handles."""
-    handles = [_hook(text.get_submodule(p), point, _keeper(raw, name)) for name, p, point in MODEL_POINTS if _has(text, p)]
+    handles = [hook(text.get_submodule(p), point, _keeper(raw, name)) for name, p, point in MODEL_POINTS if _has(text, p)]
     for i, layer in enumerate(text.layers):
         for name, path, point in layer_points(layer):
             if _has(layer, path):
-                handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"layers.{i}.{name}")))
+                handles.append(hook(layer.get_submodule(path), point, _keeper(raw, f"layers.{i}.{name}")))
         if getattr(text.config, "hidden_size_per_layer_input", None):
             keep = _keeper(raw, f"ple.input.{i}")  # the layer's second argument, `per_layer_input`
             handles.append(layer.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[1])))
@@ -202,10 +148,10 @@ def register_vision_hooks(model, raw: dict) -> list:
     inner = getattr(model, "model", None)
     if getattr(inner, "vision_tower", None) is None or not _has(inner, VISION_POINTS[0][1]):
         return []  # no tower, or Gemma 3's SigLIP, whose steps minigemma does not name
-    handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in VISION_POINTS]
+    handles = [hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in VISION_POINTS]
     for j, layer in enumerate(inner.vision_tower.encoder.layers):
         for step, path, point in VISION_LAYER_POINTS:
-            handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"vision.layers.{j}.{step}")))
+            handles.append(hook(layer.get_submodule(path), point, _keeper(raw, f"vision.layers.{j}.{step}")))
     return handles
 
 
@@ -222,10 +168,10 @@ def register_audio_hooks(model, raw: dict) -> list:
     inner = getattr(model, "model", None)
     if getattr(inner, "audio_tower", None) is None:
         return []
-    handles = [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in AUDIO_POINTS]
+    handles = [hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in AUDIO_POINTS]
     for j, layer in enumerate(inner.audio_tower.layers):
         for step, path, point in AUDIO_LAYER_POINTS:
-            handles.append(_hook(layer.get_submodule(path), point, _keeper(raw, f"audio.layers.{j}.{step}")))
+            handles.append(hook(layer.get_submodule(path), point, _keeper(raw, f"audio.layers.{j}.{step}")))
     return handles
 
 
@@ -287,14 +233,20 @@ def _has(module, path: str) -> bool:
         return False
 
 
-def load_reference(path: str):
-    """The reference model of a checkpoint directory, float32, eager attention, eval mode."""
+def load_reference(path: str, dtype: str = "float32"):
+    """The reference model of a checkpoint directory, eager attention, eval mode; float32, or
+    bfloat16 to run it as the real checkpoints run."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # stderr is for minigemma's own one-line summary
     config = load_model_config(path)  # every model_type it accepts has a reference class
     cls = REFERENCE_CLASSES[config.model_type]
-    return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    return cls.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="eager").eval()
+
+
+def kv_sources(model) -> dict[int, int]:
+    """Each KV-shared layer of the reference -> the layer whose keys/values it reads."""
+    return hf_kv_sources(text_model(model))
 
 
 def source() -> str:

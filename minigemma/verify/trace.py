@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from functools import lru_cache
 
 import numpy as np
 
@@ -114,16 +114,44 @@ def select(available, names) -> list[str]:
     return forward_order(n for n in available if matches(n, patterns))
 
 
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern:
+    """A name pattern as a regex. Names are dot-separated paths, so `*` and `?` stay within one
+    segment (`layers.*.out` is every layer's output, not `layers.0.attn.out`), `**` crosses dots
+    (`**.attn.out`), `[...]` is a character class; and a pattern that matches the first segments
+    of a name selects the name (`layers.3` or `layers.3.*`: every step of layer 3)."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append(r"[^.]*")
+        elif c == "?":
+            out.append(r"[^.]")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            out.append("[^" + re.escape(body[1:]) + "]" if body.startswith("!") else "[" + re.escape(body) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"(?:\..*)?")
+
+
 def matches(name: str, patterns: tuple[str, ...] | None) -> bool:
-    return patterns is None or any(fnmatchcase(name, p) for p in patterns)
+    return patterns is None or any(glob_regex(p).fullmatch(name) for p in patterns)
 
 
-def check_patterns(patterns: tuple[str, ...] | None, available) -> None:
+def check_patterns(patterns: tuple[str, ...] | None, available, argument: str = "names") -> None:
     """A pattern that matches nothing is an error: a typo would otherwise select silently less."""
     for p in patterns or ():
-        if not any(fnmatchcase(n, p) for n in available):
+        if not any(glob_regex(p).fullmatch(n) for n in available):
             examples = ", ".join(forward_order(available)[:4])
-            raise InputError(f"names: pattern {p!r} matches no activation (there are {len(available)}, e.g. {examples})")
+            raise InputError(f"{argument}: pattern {p!r} matches no activation (there are {len(available)}, e.g. {examples})")
 
 
 class Recorder:
@@ -146,6 +174,11 @@ class Recorder:
         """The recorded activations, in forward order."""
         check_patterns(self.patterns, self.seen)
         return {n: self.values[n] for n in forward_order(self.values)}
+
+
+def kv_sources(text_config) -> dict[int, int]:
+    """Each KV-shared layer -> the layer whose keys and values it attends to (trace metadata)."""
+    return {spec.index: spec.kv_producer for spec in text_config.layers if spec.reuses_kv}
 
 
 def config_hash(config) -> str:

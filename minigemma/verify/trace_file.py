@@ -8,8 +8,10 @@ Two formats, both readable without minigemma or torch:
   `__metadata__` (optional, like every metadata key, for a file written by another program).
 
 Metadata: `format` (minigemma-trace/1), `source` (who computed it), `minigemma_version`,
-`config_sha256` (the resolved model config), `token_ids` (JSON list), `dtype`, and `prompt` when
-the ids came from text. `compare` refuses traces of different token ids.
+`config_sha256` (the resolved model config), `token_ids` (JSON list), `dtype` (what the model
+computed in: float32, or bfloat16 for a reference run as real checkpoints run), `prompt` when the ids
+came from text, and `kv_sources` (JSON object: each KV-shared layer -> the layer whose keys and
+values it attends to). `compare` refuses traces of different token ids.
 """
 
 from __future__ import annotations
@@ -43,8 +45,14 @@ class Trace:
     def token_ids(self) -> list[int] | None:
         return self.metadata.get("token_ids")
 
+    @property
+    def kv_sources(self) -> dict[int, int]:
+        """KV-shared layer -> the layer whose keys/values it reads (empty when not stated)."""
+        return self.metadata.get("kv_sources", {})
 
-def trace_metadata(config_sha256: str, token_ids, source: str, prompt: str | None = None) -> dict:
+
+def trace_metadata(config_sha256: str | None, token_ids, source: str, prompt: str | None = None,
+                   dtype: str = "float32", kv_sources: dict | None = None) -> dict:
     from ..version import __version__
 
     meta = {
@@ -53,10 +61,14 @@ def trace_metadata(config_sha256: str, token_ids, source: str, prompt: str | Non
         "minigemma_version": __version__,
         "config_sha256": config_sha256,
         "token_ids": [int(i) for i in token_ids],
-        "dtype": "float32",
+        "dtype": dtype,
     }
+    if config_sha256 is None:  # a port's trace: no minigemma config to hash
+        del meta["config_sha256"]
     if prompt is not None:
         meta["prompt"] = prompt
+    if kv_sources:
+        meta["kv_sources"] = {str(k): int(v) for k, v in sorted(kv_sources.items())}
     return meta
 
 
@@ -126,7 +138,8 @@ def _read_npz(path: str):
 
 
 def _parse_metadata(path: str, meta: dict) -> dict:
-    """Metadata values are strings on disk; `token_ids` is a JSON list of ints."""
+    """Metadata values are strings on disk; `token_ids` is a JSON list of ints, `kv_sources` a
+    JSON object of layer -> source layer (keys become ints)."""
     meta = dict(meta)
     ids = meta.get("token_ids")
     if ids is not None:
@@ -137,4 +150,15 @@ def _parse_metadata(path: str, meta: dict) -> dict:
         except ValueError:
             raise InputError(f"{path}: metadata token_ids must be a JSON list of integers, found {meta['token_ids']!r}") from None
         meta["token_ids"] = ids
+    sources = meta.get("kv_sources")
+    if sources is not None:
+        try:
+            parsed = json.loads(sources) if isinstance(sources, str) else sources
+            meta["kv_sources"] = {int(k): v for k, v in parsed.items()}
+            if not all(isinstance(v, int) for v in meta["kv_sources"].values()):
+                raise ValueError
+        except (ValueError, AttributeError, TypeError):
+            raise InputError(
+                f"{path}: metadata kv_sources must be a JSON object layer -> source layer, e.g. {{\"4\": 2}}, found {sources!r}"
+            ) from None
     return meta
