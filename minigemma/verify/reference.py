@@ -160,7 +160,7 @@ def register_unified_hooks(model, raw: dict) -> list:
     inner = getattr(model, "model", None)
     points = UNIFIED_VISION_POINTS if getattr(inner, "embed_vision", None) is not None and _has(inner, "embed_vision.pos_norm") else ()
     points += UNIFIED_AUDIO_POINTS if isinstance(model, Gemma4UnifiedForConditionalGeneration) and inner.embed_audio is not None else ()
-    return [_hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in points]
+    return [hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in points]
 
 
 def register_audio_hooks(model, raw: dict) -> list:
