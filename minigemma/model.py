@@ -24,7 +24,7 @@ from .generate.cache import KVCache, new_cache
 from .weights.checkpoint import Checkpoint
 from .weights.gguf import MAGIC as GGUF_MAGIC
 from .weights.gguf_weights import open_gguf
-from .text.config import ModelConfig, config_from_dict, load_config
+from .text.config import ModelConfig, config_from_dict
 from .errors import CheckpointError, ConfigError, InputError
 from .kernels import NUMPY, Backend, backend
 from .text.multimodal import (
@@ -36,12 +36,16 @@ from .text.multimodal import (
     placeholder_ids,
 )
 from .text.model import TextWeights, check_token_ids, embed_tokens, load_text, text_forward
+from .unified.audio import UnifiedAudio, load_unified_audio
+from .unified.config import MODEL_TYPE as UNIFIED, load_model_config
+from .unified.vision import UnifiedVision, load_unified_vision
 from .vision.image import DEFAULT_SOFT_TOKENS
 from .vision.tower import encode_images, load_vision_tower
-from .text.ops import no_tap
+from .text.ops import no_tap, scoped
 from .verify.trace import Recorder
 
-TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model"}
+TEXT_PREFIX = {"gemma4_text": "model", "gemma4": "model.language_model", "gemma3_text": "model", "gemma3": "language_model.model",
+               UNIFIED: "model.language_model"}
 HEAD_NAME = "lm_head.weight"
 GGUF_SUFFIX = ".gguf"
 HEAD_NAMES = {"gemma3": "language_model.lm_head.weight"}  # an untied head where it is not HEAD_NAME
@@ -83,15 +87,20 @@ class Model:
         input_features=None,
         input_features_mask=None,
         mm_token_type_ids=None,
+        pixel_values_videos=None,
+        video_position_ids=None,
+        num_frames_per_video=None,
     ) -> np.ndarray:
         """Token ids -> float32 logits. (seq,) -> (seq, vocab); (batch, seq) -> (batch, seq, vocab).
 
-        Images and audio come as the Hugging Face processor emits them (`pixel_values`,
-        `image_position_ids`; `input_features`, `input_features_mask`); their soft tokens replace
-        the placeholder tokens of `input_ids`, in order, across the batch."""
+        Images, audio and videos come as the Hugging Face processor emits them (`pixel_values`,
+        `image_position_ids`; `input_features`, `input_features_mask`; `pixel_values_videos`,
+        `video_position_ids`, `num_frames_per_video`); their soft tokens replace the placeholder
+        tokens of `input_ids`, in order, across the batch."""
         ids = check_token_ids(input_ids, self.config.text.vocab_size)
         batch = ids if ids.ndim == 2 else ids[None]
-        soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask)
+        soft = self.encode_media(pixel_values, image_position_ids, input_features, input_features_mask,
+                                 pixel_values_videos, video_position_ids, num_frames_per_video)
         check_placeholders(ids, soft, self.config.tokens)
         if mm_token_type_ids is not None:
             check_token_types(mm_token_type_ids, ids, self.config.tokens)
@@ -118,22 +127,39 @@ class Model:
         return recorder.result()
 
     def encode_media(
-        self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None, tap=no_tap
+        self, pixel_values=None, image_position_ids=None, input_features=None, input_features_mask=None,
+        pixel_values_videos=None, video_position_ids=None, num_frames_per_video=None, tap=no_tap,
     ):
         """Run the encoders: a list of (placeholder token id, name, soft tokens (n, hidden)).
-        `tap`: named steps of the encoders (`vision.*`, `audio.*`), for `trace`."""
+        `tap`: named steps of the encoders (`vision.*`, `audio.*`; the unified model's embedders
+        `unified.vision.*`, `unified.audio.*`; a video's frames the same names under `video.`), for `trace`."""
         soft = []
         if pixel_values is not None or image_position_ids is not None:
-            if self.vision is None:
-                raise InputError("pixel_values: this checkpoint has no vision tower")
-            tokens = encode_images(pixel_values, image_position_ids, self.vision.weights, self.vision.config, tap)
+            tokens = self.encode_stills(pixel_values, image_position_ids, tap, ("pixel_values", "image_position_ids"))
             soft.append((self.config.tokens["image_token_id"], "image", tokens))
+        if pixel_values_videos is not None or video_position_ids is not None:
+            names = ("pixel_values_videos", "video_position_ids")
+            check_frame_counts(num_frames_per_video, pixel_values_videos)
+            tokens = self.encode_stills(pixel_values_videos, video_position_ids, scoped(tap, "video."), names)
+            soft.append((self.config.tokens["video_token_id"], "video", tokens))
         if input_features is not None or input_features_mask is not None:
             if self.audio is None:
                 raise InputError("input_features: this checkpoint has no audio tower")
-            tokens = audio_soft_tokens(self.audio, input_features, input_features_mask, tap)
+            if isinstance(self.audio, UnifiedAudio):
+                tokens = self.audio.encode(input_features, input_features_mask, scoped(tap, "unified.audio."))
+            else:
+                tokens = audio_soft_tokens(self.audio, input_features, input_features_mask, tap)
             soft.append((self.config.tokens["audio_token_id"], "audio", tokens))
         return soft
+
+    def encode_stills(self, pixels, positions, tap, names) -> np.ndarray:
+        """Images, or a video's frames (each frame an image): the vision tower's soft tokens, or
+        the unified model's embedded patches."""
+        if self.vision is None:
+            raise InputError(f"{names[0]}: this checkpoint has no vision tower")
+        if isinstance(self.vision, UnifiedVision):
+            return self.vision.encode(pixels, positions, scoped(tap, "unified.vision."), names)
+        return encode_images(pixels, positions, self.vision.weights, self.vision.config, tap)
 
     def embed(self, ids: np.ndarray, soft=()) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (seq,) -> the text model's input embeddings (seq, hidden) with soft tokens
@@ -158,7 +184,9 @@ class Model:
         the bidirectional attention inside images; None unless the config asks for it ("vision")."""
         if self.config.text.use_bidirectional_attention != "vision" or "image_token_id" not in self.config.tokens:
             return None
-        return np.concatenate([np.full(start, TEXT_BLOCK), image_blocks(ids, self.config.tokens["image_token_id"])])
+        image = self.config.tokens["image_token_id"]
+        stills = np.where(ids == self.config.tokens.get("video_token_id"), image, ids)  # a video frame is an image block too
+        return np.concatenate([np.full(start, TEXT_BLOCK), image_blocks(stills, image)])
 
     # ------------------------------------------------------------------ incremental decoding
 
@@ -204,7 +232,7 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
@@ -215,21 +243,37 @@ class Model:
         (no marks: in front); chat messages carry theirs in {"type": "audio", "path": ...} items.
         `assistant`: an MTP drafter (its checkpoint directory, or a loaded `Assistant`) for speculative
         decoding: the same tokens when greedy, the same distribution when sampling, faster when its
-        drafts are accepted; `draft_tokens`: drafts per round (default: its num_assistant_tokens)."""
+        drafts are accepted; `draft_tokens`: drafts per round (default: its num_assistant_tokens).
+        `videos`: an animated GIF, a folder of frames, an MP4/WebM (with the `video` extra) or frames
+        (n, h, w, 3) uint8, one per `<|video|>` mark of a str prompt (no marks: in front); 32 frames
+        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`)."""
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                   audio, assistant, draft_tokens)
+                                   audio, assistant, draft_tokens, videos)
 
     def stream(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                 audio, assistant, draft_tokens)
+                                 audio, assistant, draft_tokens, videos)
 
     def __repr__(self) -> str:
         t = self.config.text
         return (
             f"Model({self.config.model_type}, layers={t.num_hidden_layers}, hidden={t.hidden_size}, "
             f"vocab={t.vocab_size}, path={self.path!r})"
+        )
+
+
+def check_frame_counts(num_frames_per_video, pixel_values_videos) -> None:
+    """`num_frames_per_video` (the reference requires it) must add up to the frames given."""
+    if num_frames_per_video is None:
+        raise InputError("num_frames_per_video: required with pixel_values_videos (the video processor returns it)")
+    counts = np.asarray(num_frames_per_video)
+    frames = np.shape(pixel_values_videos)[0] if np.ndim(pixel_values_videos) else None
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 1) or counts.sum() != frames:
+        raise InputError(
+            f"num_frames_per_video: expected positive frame counts adding up to the {frames} frames of "
+            f"pixel_values_videos, found {counts.tolist()}"
         )
 
 
@@ -264,14 +308,19 @@ def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> 
         return load_gguf(path, kernels)
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json, or a .gguf file)")
-    config = load_config(path)
+    config = load_model_config(path)
     chosen = backend(kernels)
     ckpt = Checkpoint(path)
     ckpt.linear = chosen.linear
     prefix = TEXT_PREFIX[config.model_type]
     weights = load_text(ckpt, config.text, prefix, HEAD_NAMES.get(config.model_type, HEAD_NAME))
-    vision = load_vision_tower(ckpt, config.vision, config.text.hidden_size) if config.vision is not None else None
-    audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
+    hidden = config.text.hidden_size
+    if config.model_type == UNIFIED:  # no towers: embedders of raw patches and raw frames
+        vision = load_unified_vision(ckpt, config.vision, hidden) if config.vision is not None else None
+        audio = load_unified_audio(ckpt, config.audio, hidden) if config.audio is not None else None
+    else:
+        vision = load_vision_tower(ckpt, config.vision, hidden) if config.vision is not None else None
+        audio = load_audio_tower(ckpt, config, path) if config.audio is not None else None
     _check_unexpected(ckpt, config)
     return Model(config, weights, path, vision=vision, audio=audio, backend=chosen)
 

@@ -38,6 +38,7 @@ REQUIRED_FIGURES = {
     7: ["07_router_load"],  # router load per expert and per token
     10: ["10_pooled_patch_grid"],  # the pooled patch grid of an image
     11: ["11_mel_spectrogram"],  # a mel spectrogram
+    14: ["14_three_ways"],  # tower vs embedder, conformer vs raw frames, and their costs
 }
 MIN_FIGURE_PIXELS = 300  # each side
 REFERENCE_MODULES = (
@@ -45,6 +46,7 @@ REFERENCE_MODULES = (
     "transformers.models.gemma4.modeling_gemma4",
     "transformers.models.gemma4.image_processing_pil_gemma4",
     "transformers.models.gemma4.feature_extraction_gemma4",
+    "transformers.models.gemma4_unified.modeling_gemma4_unified",
     "transformers.cache_utils",
     "transformers.masking_utils",
     "transformers.generation.logits_process",
@@ -59,7 +61,7 @@ def ids(lesson):
 
 def test_lessons_exist_in_order():
     numbers = [lesson.number for lesson in LESSONS]
-    assert numbers == list(range(1, 14))
+    assert numbers == list(range(1, 15))
 
 
 # ------------------------------------------------------------------------------ running them

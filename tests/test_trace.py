@@ -24,6 +24,8 @@ from minigemma.verify.trace import (
     SECTIONS,
     TEXT_AFTER_LAYERS,
     TEXT_BEFORE_LAYERS,
+    UNIFIED_AUDIO_STEPS,
+    UNIFIED_VISION_STEPS,
     VISION_AFTER_LAYERS,
     VISION_BEFORE_LAYERS,
     VISION_LAYER_STEPS,
@@ -183,6 +185,7 @@ def in_code() -> set:
     rows |= {("vision layer", step, path, point) for step, path, point in rt.VISION_LAYER_POINTS}
     rows |= {("audio", name, path, point) for name, path, point in rt.AUDIO_POINTS}
     rows |= {("audio layer", step, path, point) for step, path, point in rt.AUDIO_LAYER_POINTS}
+    rows |= {("unified", name, path, point) for name, path, point in rt.UNIFIED_VISION_POINTS + rt.UNIFIED_AUDIO_POINTS}
     return rows
 
 
@@ -194,7 +197,7 @@ def documented(name: str, module: str, point: str) -> tuple:
     ):
         if name.startswith(prefix):
             return (kind, name[len(prefix) :], module[len(owner) :].lstrip("."), point)
-    if name.startswith(("vision.", "audio.")):
+    if name.startswith(("vision.", "audio.", "unified.")):
         return (name.split(".")[0], name, module[len("model.") :], point)
     return ("model", name, module[len("{text}.") :], point)
 
@@ -211,8 +214,10 @@ def test_docs_table_is_the_reference_mapping_in_code():
     assert vision == [f"vision.{s}" for s in VISION_BEFORE_LAYERS + tuple(f"layers.{{j}}.{s}" for s in VISION_LAYER_STEPS) + VISION_AFTER_LAYERS]
     audio = [n for n in names if n.startswith("audio.")]
     assert audio == [f"audio.{s}" for s in AUDIO_BEFORE_LAYERS + tuple(f"layers.{{j}}.{s}" for s in AUDIO_LAYER_STEPS) + AUDIO_AFTER_LAYERS]
-    assert names[: len(vision) + len(audio)] == vision + audio  # the towers run first
-    text = [n for n in names if not n.startswith(("vision.", "audio.", "layers."))]
+    unified = [n for n in names if n.startswith("unified.")]
+    assert unified == [f"unified.vision.{s}" for s in UNIFIED_VISION_STEPS] + [f"unified.audio.{s}" for s in UNIFIED_AUDIO_STEPS]
+    assert names[: len(vision) + len(audio) + len(unified)] == vision + audio + unified  # the towers (or embedders) run first
+    text = [n for n in names if not n.startswith(("vision.", "audio.", "unified.", "layers."))]
     assert text == list(TEXT_BEFORE_LAYERS + TEXT_AFTER_LAYERS)
     steps = list(dict.fromkeys(n[len("layers.{i}.") :] for n in names if n.startswith("layers.")))
     assert steps == list(LAYER_STEPS)

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .tower import AudioTower, audio_soft_tokens
+from .tower import AudioTower
 from .features import extract_features
 from .subsample import subsampled_mask
 from ..errors import ConfigError, InputError, plural
@@ -85,14 +85,22 @@ def clip_features(model, clips) -> tuple[np.ndarray, np.ndarray, list[int]]:
     clips = [clips] if isinstance(clips, str | os.PathLike | np.ndarray | WavClip) else list(clips)
     samples = [clip_samples(c, i, model.audio) for i, c in enumerate(clips)]
     names = [f"audio clip {i}" + (f" ({clip_path(c)})" if clip_path(c) else "") for i, c in enumerate(clips)]
+    if hasattr(model.audio, "frames"):  # the unified model: raw 640-sample frames, a token each (`unified/audio.py`)
+        return model.audio.frames(samples, names)
     features, mask = extract_features(samples, model.audio.features, names)
     return features, mask, [int(n) for n in subsampled_mask(mask).sum(axis=1)]
+
+
+def heard(model, features, mask) -> np.ndarray:
+    """The soft tokens of extracted clips: the conformer's, or the unified model's embedded frames."""
+    [(_, _, tokens)] = model.encode_media(input_features=features, input_features_mask=mask)
+    return tokens
 
 
 def encode_clips(model, clips) -> tuple[list[int], np.ndarray]:
     """Clips -> (soft tokens per clip, all soft tokens (n, hidden))."""
     features, mask, counts = clip_features(model, clips)
-    return counts, audio_soft_tokens(model.audio, features, mask)
+    return counts, heard(model, features, mask)
 
 
 def prompt_with_audio(
@@ -103,5 +111,5 @@ def prompt_with_audio(
     features, mask, counts = clip_features(model, clips)
     expanded = expand_audio_markers(text, counts, audio_tokens(model), unmarked_first)
     ids = np.array(model.tokenizer.encode(expanded, add_special_tokens=add_special_tokens), dtype=np.int64)
-    soft = audio_soft_tokens(model.audio, features, mask)  # the tower runs once the prompt is known to be right
+    soft = heard(model, features, mask)  # the tower runs once the prompt is known to be right
     return ids, [(model.config.tokens["audio_token_id"], "audio", soft)]

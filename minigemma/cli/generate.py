@@ -157,7 +157,24 @@ def add_generate(sub) -> None:
                    help="a WAV clip to hear (repeatable); placed at the prompt's <|audio|> markers in order, "
                    "or before the prompt when it has none")
     add_assistant_flags(p)
+    add_video_flag(p)
     p.set_defaults(run=run_generate)
+
+
+def add_video_flag(p, help="a video (animated GIF, folder of frames, MP4/WebM with the video extra) for the prompt "
+                           "(repeatable), at each <|video|> of the prompt, else in front: 32 frames, each with its "
+                           "mm:ss time and 70 soft tokens") -> None:
+    p.add_argument("--video", dest="videos", action="append", type=video_file, metavar="PATH", help=help)
+
+
+def video_file(path: str):
+    """Decode a --video now, before the model loads; an unreadable file is a one-line error."""
+    from ..vision.video import read_video
+
+    try:
+        return read_video(path)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_image_flags(p, help="an image for the prompt (repeatable), placed at each <|image|> of the prompt, else in front") -> None:
@@ -189,10 +206,10 @@ def audio_file(path: str):
 def prompt_inputs(model, text: str, args):
     """Prompt text -> (token ids, soft tokens). `--image` / `--audio` (in `args`) add their
     placeholders and soft tokens here."""
-    if args.images or args.audio:
+    if args.images or args.audio or getattr(args, "videos", None):
         from ..generate.media_prompt import prompt_with_media
 
-        ids, _, soft = prompt_with_media(model, text, args.images, args.max_soft_tokens, args.audio)
+        ids, _, soft = prompt_with_media(model, text, args.images, args.max_soft_tokens, args.audio, getattr(args, "videos", None))
         return ids, soft
     return model.tokenizer.encode(text, add_special_tokens=True), ()
 
@@ -250,15 +267,19 @@ def add_chat(sub) -> None:
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip the first turn is about (repeatable)")
     add_assistant_flags(p)
+    add_video_flag(p, "a video the first turn is about (repeatable; the chat template must write a mark for "
+                      "{'type': 'video'} items)")
     p.set_defaults(run=run_chat)
 
 
 def user_content(text: str, args):
-    """A user turn's content. `--image` / `--audio` files (in `args`) join as {"type": "image"} and
-    {"type": "audio"} items, to the first turn only (they are taken out of `args`)."""
-    images, clips, args.images, args.audio = args.images or [], args.audio or [], None, None
-    if images or clips:
-        return [*({"type": "image", "image": image} for image in images),
+    """A user turn's content. `--image` / `--audio` / `--video` files (in `args`) join as {"type":
+    "image"}, {"type": "audio"} and {"type": "video"} items, to the first turn only (they are taken
+    out of `args`)."""
+    images, clips, videos = args.images or [], args.audio or [], args.videos or []
+    args.images, args.audio, args.videos = None, None, None
+    if images or clips or videos:
+        return [*({"type": "video", "video": video} for video in videos), *({"type": "image", "image": image} for image in images),
                 *({"type": "audio", "audio": clip} for clip in clips), {"type": "text", "text": text}]
     return text
 

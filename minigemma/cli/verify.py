@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .generate import add_image_flags, audio_file
+from .generate import add_image_flags, add_video_flag, audio_file
 from ..verify.compare import (
     DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SPREAD_FACTOR, UNIT_ROUNDOFF, compare_traces, kv_note, notes, report,
     selected, skipped_note, spread_report, spread_rows,
@@ -66,11 +66,13 @@ def add_trace(sub) -> None:
     p.add_argument("--audio", action="append", type=audio_file, metavar="PATH",
                    help="a WAV clip for --prompt (repeatable), at its <|audio|> marks, else in front; "
                         "the trace gains the audio tower's steps")
+    add_video_flag(p, "a video for --prompt (repeatable), at its <|video|> marks, else in front; its frames' steps "
+                      "are traced under video.")
     p.set_defaults(run=run_trace)
 
 
 def run_trace(args) -> int:
-    from ..text.config import load_config
+    from ..unified.config import load_model_config
     from ..model import check_token_ids, default_model_path, is_gguf, load
     from ..verify.trace_file import save_trace
 
@@ -82,17 +84,18 @@ def run_trace(args) -> int:
         if args.reference:
             raise InputError(f"--reference: {path} is a GGUF file; the reference reads a Hugging Face checkpoint directory")
         model = load(path)
-    if args.images or args.audio:  # the processor's work: marks expanded, pixels and features made
+    if args.images or args.audio or args.videos:  # the processor's work: marks expanded, pixels and features made
         from ..generate.media_prompt import processor_inputs
 
         if args.prompt is None:
-            raise InputError("--image / --audio: give the text as --prompt, whose marks are expanded to the media's placeholders")
+            flags = "--image / --audio" + (" / --video" if args.videos else "")
+            raise InputError(f"{flags}: give the text as --prompt, whose marks are expanded to the media's placeholders")
         model = model or load(path)
-        ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio)
+        ids, media = processor_inputs(model, args.prompt, args.images, args.max_soft_tokens, args.audio, args.videos)
         ids = ids.tolist()
     else:
         ids = parse_ids(args.ids) if args.ids is not None else encode_prompt(model or path, args.prompt)
-    vocab = (model.config if model is not None else load_config(path)).text.vocab_size
+    vocab = (model.config if model is not None else load_model_config(path)).text.vocab_size
     check_token_ids(ids, vocab, "--ids" if args.ids is not None else "--prompt")
     if args.dtype != "float32" and not args.reference:
         raise InputError(f"--dtype {args.dtype}: minigemma computes in float32; the flag is for --reference")
@@ -132,7 +135,7 @@ def trace_minigemma(model, ids, names, prompt, media):
 
 
 def trace_reference(path: str, ids, names, prompt, media, dtype: str = "float32"):
-    from ..text.config import load_config
+    from ..unified.config import load_model_config
     from ..text.multimodal import token_types
     from ..verify.trace import config_hash
     from ..verify.trace_file import trace_metadata
@@ -141,7 +144,7 @@ def trace_reference(path: str, ids, names, prompt, media, dtype: str = "float32"
         from ..verify import reference as reference_trace
     except ImportError as e:
         raise InputError(f"--reference: needs torch and transformers, the test extra: pip install 'minigemma[test]' ({e})") from None
-    config = load_config(path)
+    config = load_model_config(path)
     if media:  # the reference's image attention reads the processor's token types
         media = dict(media, mm_token_type_ids=token_types(np.array(ids), config.tokens))
     model = reference_trace.load_reference(path, dtype)

@@ -5,8 +5,9 @@ A user turn's content may hold media items beside its text, as chat templates re
 
     {"type": "image", "image": PATH or PIL image or array}     (or "path": PATH)
     {"type": "audio", "audio": PATH or samples}                (or "path": PATH)
+    {"type": "video", "video": PATH or frames}                 (or "path": PATH)
 
-The template writes one mark per item (`<|image|>`, `<|audio|>`). Every turn the whole history
+The template writes one mark per item (`<|image|>`, `<|audio|>`, `<|video|>`). Every turn the whole history
 is rendered again, so every mark must be expanded again to its begin token, n placeholders and
 end token (vision_prompt.py, audio_prompt.py), n being that item's soft-token count. An item is
 encoded once, when its turn arrives; its count and soft tokens are kept here, so that later
@@ -24,8 +25,10 @@ from ..errors import InputError, plural
 from ..vision.image import DEFAULT_SOFT_TOKENS
 from ..text.multimodal import expand_image_marks
 from ..vision.prompt import image_marks, preprocess_for
+from ..vision.video import expand_video_marks
+from .video_prompt import video_expansions, video_inputs, video_token
 
-KINDS = ("image", "audio")  # the order in which marks are expanded; each kind has its own placeholder
+KINDS = ("video", "image", "audio")  # the order in which marks are expanded; each kind has its own placeholder
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,12 @@ class Media:
 
     counts: tuple[int, ...] = ()  # soft tokens per item
     tokens: tuple[np.ndarray, ...] = ()  # (count, hidden) soft tokens per item
+    texts: tuple[str, ...] = ()  # videos: what each one's mark becomes (timestamps and placeholders)
 
-    def plus(self, counts, tokens: np.ndarray) -> Media:
+    def plus(self, counts, tokens: np.ndarray, texts=()) -> Media:
         """These items and the new ones, whose soft tokens come concatenated (sum(counts), hidden)."""
-        return Media(self.counts + tuple(counts), self.tokens + tuple(np.split(tokens, np.cumsum(counts)[:-1])))
+        return Media(self.counts + tuple(counts), self.tokens + tuple(np.split(tokens, np.cumsum(counts)[:-1])),
+                     self.texts + tuple(texts))
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,27 @@ class ChatMedia:
                 seen[kind] = seen[kind].plus(*self.encode_items(kind, payloads))
         return ChatMedia(self.model, self.max_soft_tokens, seen)
 
-    def encode_items(self, kind: str, items) -> tuple[list[int], np.ndarray]:
-        """Items of one kind -> (soft tokens per item, all their soft tokens (n, hidden))."""
+    def encode_items(self, kind: str, items) -> tuple:
+        """Items of one kind -> (soft tokens per item, all their soft tokens (n, hidden)[, videos' mark texts])."""
         if kind == "audio":
             return encode_clips(self.model, items)
+        if kind == "video":
+            inputs = video_inputs(self.model, items)
+            [(_, _, tokens)] = self.model.encode_media(**inputs.model_inputs())
+            counts = [f * n for f, n in zip(inputs.num_frames_per_video, inputs.num_soft_tokens_per_video)]
+            return counts, tokens, video_expansions(self.model, inputs)
         inputs = preprocess_for(self.model, items, self.max_soft_tokens)
         [(_, _, tokens)] = self.model.encode_media(inputs.pixel_values, inputs.image_position_ids)
         return [int(n) for n in inputs.num_soft_tokens_per_image], tokens
 
     def expand(self, text: str) -> str:
         """Every media mark of a rendered conversation expanded to its item's placeholders."""
+        if self.seen["video"].counts:
+            token, texts = video_token(self.model), list(self.seen["video"].texts)
+            if text.count(token) != len(texts):  # else expand_video_marks would put them in front
+                raise InputError(f"{self.model.tokenizer.path}: the chat template wrote {text.count(token)} "
+                                 f"video marks {token!r} for the conversation's {len(texts)} videos")
+            text = expand_video_marks(text, texts, token)
         if self.seen["image"].counts:
             marks, counts = image_marks(self.model.tokenizer), list(self.seen["image"].counts)
             if text.count(marks["image"]) != len(counts):  # else expand_image_marks would put them in front

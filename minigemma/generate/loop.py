@@ -92,20 +92,20 @@ def check_prompt_fits(model, n: int) -> None:
 
 
 def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None,
-           audio=None):
+           audio=None, videos=None):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
-    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio)
+    ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio, videos)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
     return ids, as_text, sampling, stop_token_ids(model), soft
 
 
 def generate(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-             max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None):
+             max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids. With an
     `assistant` (a directory or an `Assistant`): speculative decoding (`speculative.py`)."""
     ids, as_text, sampling, stops, soft = _setup(
-        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio, videos
     )
     assistant = resolve_assistant(model, assistant) if assistant is not None else None
     tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
@@ -116,11 +116,11 @@ def generate(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=N
 
 
 def stream(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-           max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None) -> Iterator[str]:
+           max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
     ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
-                                           max_soft_tokens, audio)
+                                           max_soft_tokens, audio, videos)
     assistant = resolve_assistant(model, assistant) if assistant is not None else None
     tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
     return text_pieces(model.tokenizer, tokens, stops)

@@ -8,7 +8,8 @@
 
 A str prompt takes its clips from `audio`; chat messages carry theirs in their content's
 {"type": "audio", "path": ...} items. Without audio this is `prompt_with_images`
-(or, without images either, the plain prompt).
+(or, without images either, the plain prompt). Videos (`videos`, a str prompt's `<|video|>`
+marks) are expanded first, each frame its timestamp and its placeholders (`vision/video.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ from ..vision.image import DEFAULT_SOFT_TOKENS
 from ..text.multimodal import expand_image_marks
 from ..vision.prompt import image_marks, preprocess_for
 from .prompt import is_messages, prompt_ids
+from .video_prompt import expand_videos, video_inputs
 
 
-def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=None) -> tuple[np.ndarray, bool, list]:
-    """(token ids, as_text, soft tokens) of a prompt with its images and audio clips. The towers
-    run last, once the marks are known to match the inputs."""
+def given(media) -> bool:
+    return media is not None and not (isinstance(media, list | tuple) and len(media) == 0)
+
+
+def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=None, videos=None) -> tuple[np.ndarray, bool, list]:
+    """(token ids, as_text, soft tokens) of a prompt with its images, audio clips and videos. The
+    towers run last, once the marks are known to match the inputs."""
+    if given(videos):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt: videos need a text prompt, found {type(prompt).__name__}")
+        inputs = video_inputs(model, videos)
+        ids, as_text, soft = prompt_with_media(model, expand_videos(model, prompt, inputs), images, max_soft_tokens, audio)
+        return ids, as_text, soft + model.encode_media(**inputs.model_inputs())
     max_soft_tokens = max_soft_tokens or DEFAULT_SOFT_TOKENS
     if is_messages(prompt):
         if audio is not None:
@@ -58,11 +70,16 @@ def prompt_with_media(model, prompt, images=None, max_soft_tokens=None, audio=No
     return ids, True, soft
 
 
-def processor_inputs(model, text: str, images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None):
-    """What `Gemma4Processor` hands the model for a text prompt with images and clips: (token ids
-    with <bos> and every mark expanded, {pixel_values, image_position_ids, input_features,
-    input_features_mask} for the media given). Marks as in `prompt_with_media`; nothing is encoded."""
+def processor_inputs(model, text: str, images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, videos=None):
+    """What `Gemma4Processor` hands the model for a text prompt with images, clips and videos: (token
+    ids with <bos> and every mark expanded, {pixel_values, image_position_ids, input_features,
+    input_features_mask, pixel_values_videos, video_position_ids, num_frames_per_video} for the media
+    given). Marks as in `prompt_with_media`; nothing is encoded."""
     media = {}
+    if given(videos):
+        inputs = video_inputs(model, videos)
+        text = expand_videos(model, text, inputs)
+        media.update(inputs.model_inputs())
     if images is not None:
         inputs = preprocess_for(model, images, max_soft_tokens)
         text = expand_image_marks(text, inputs.num_soft_tokens_per_image, **image_marks(model.tokenizer))

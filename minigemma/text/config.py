@@ -176,6 +176,12 @@ class TextConfig:
         return self.sliding_window
 
     @property
+    def image_blocks_all_layers(self) -> bool:
+        """The unified model (`unified/config.py`): its reference's forward lets an image's tokens see
+        each other on every layer, past the window; Gemma 4's only on sliding layers, within it.  [layer.py]"""
+        return self.model_type == "gemma4_unified_text"
+
+    @property
     def is_causal(self) -> bool:
         return self.use_bidirectional_attention != "all"
 

@@ -22,6 +22,8 @@ import numpy as np
 
 from .attention import (
     AttentionWeights,
+    attend,
+    attention_mask,
     load_attention,
     output_projection,
     project_keys_values,
@@ -32,7 +34,7 @@ from .config import LayerSpec, TextConfig
 from .backend import NUMPY, Backend
 from .mlp import MLPWeights, load_mlp, mlp
 from .moe import MoEWeights, load_moe, moe_block
-from .multimodal import block_at
+from .multimodal import block_at, same_block
 from .norm import norm_weight, rms_norm
 from .ops import activation, no_tap, scoped
 from .ple import PLELayerWeights, apply_per_layer_input, load_ple_layer
@@ -116,10 +118,16 @@ def self_attention(x: np.ndarray, w: AttentionWeights, spec: LayerSpec, cfg: Tex
     if cfg.attention_scaling != 1.0:  # Gemma 3: scores * query_pre_attn_scalar ** -0.5, folded into q
         q = q * np.float32(cfg.attention_scaling)
     window = cfg.attention_window if spec.is_sliding else None
-    # images: the block of each query and key (their tokens see each other both ways on sliding layers)
-    blocks = (block_at(ctx.blocks, ctx.positions), block_at(ctx.blocks, k_pos)) if ctx.blocks is not None and spec.is_sliding else None
+    # images: the block of each query and key (their tokens see each other both ways on sliding
+    # layers; in the unified model on every layer, past the window: `TextConfig.image_blocks_all_layers`)
+    blocks_here = ctx.blocks is not None and (spec.is_sliding or cfg.image_blocks_all_layers)
+    blocks = (block_at(ctx.blocks, ctx.positions), block_at(ctx.blocks, k_pos)) if blocks_here else None
     # masks come from absolute positions (`attention.attention_mask`), cached keys included
-    context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, blocks)
+    if blocks is not None and cfg.image_blocks_all_layers:
+        # the unified model's reference ORs an image's block onto the windowed causal mask
+        context = attend(q, k, v, attention_mask(ctx.positions, k_pos, window, cfg.is_causal) | same_block(ctx.blocks, ctx.positions, k_pos))
+    else:
+        context = ctx.backend.attend(q, k, v, ctx.positions, k_pos, window, cfg.is_causal, blocks)
     tap("context", context)  # (seq, heads, head_dim): each head's weighted sum of values
     out = output_projection(context, w)
     tap("out", out)

@@ -43,7 +43,8 @@ def placeholder_ids(ids: np.ndarray, placeholder_token_ids, pad_token_id: int) -
     return np.where(np.isin(ids, list(placeholder_token_ids)), pad_token_id, ids)
 
 
-MODALITIES = {"image": "image_token_id", "audio": "audio_token_id"}  # name -> its placeholder token
+MODALITIES = {"image": "image_token_id", "audio": "audio_token_id", "video": "video_token_id"}  # name -> its placeholder token
+INPUT_NAMES = {"image": "pixel_values", "audio": "input_features", "video": "pixel_values_videos"}
 
 
 def check_placeholders(ids: np.ndarray, soft: list, tokens: dict) -> None:
@@ -53,8 +54,7 @@ def check_placeholders(ids: np.ndarray, soft: list, tokens: dict) -> None:
     for what, token in MODALITIES.items():
         n = int(np.sum(ids == tokens[token])) if token in tokens else 0
         if n and what not in given:
-            inputs = "pixel_values" if what == "image" else "input_features"
-            raise InputError(f"input_ids: {n} {what} placeholder tokens (id {tokens[token]}), but no {what} was given ({inputs})")
+            raise InputError(f"input_ids: {n} {what} placeholder tokens (id {tokens[token]}), but no {what} was given ({INPUT_NAMES[what]})")
 
 
 def merge_soft_tokens(embeds: np.ndarray, ids: np.ndarray, token_id: int, soft_tokens: np.ndarray, what: str) -> np.ndarray:

@@ -5,11 +5,13 @@
 Needs the test extra (torch, transformers 5.23.0). The reference is Hugging Face `transformers`'
 Gemma 4 (`Gemma4ForCausalLM` or `Gemma4ForConditionalGeneration`), or Gemma 3 for a Gemma 3
 checkpoint (`Gemma3ForCausalLM`, `Gemma3ForConditionalGeneration`: the same layer modules, less
-PLE, MoE and the v-norm), loaded with eager attention in float32 (or bfloat16: `--dtype`). Every
-name of `minigemma.trace` is an input or output of one of its modules, so a hook captures it
-without touching the reference's code. The text model's points (`ATTENTION_POINTS`, ...,
-`MODEL_POINTS`) live in `torch_adapter.py`, whose `reference_table` hands the same mapping to a
-port; the towers' are below. docs/verify.md shows them as a table beside the shapes.
+PLE, MoE and the v-norm), or the unified 12B (`Gemma4UnifiedForConditionalGeneration`: its
+embedders' steps named `unified.vision.*` / `unified.audio.*`), loaded with eager attention in
+float32 (or bfloat16: `--dtype`). Every name of `minigemma.trace` is an input or output of one of
+its modules, so a hook captures it without touching the reference's code. The text model's points
+(`ATTENTION_POINTS`, ..., `MODEL_POINTS`) live in `torch_adapter.py`, whose `reference_table` hands
+the same mapping to a port; the towers' (and the unified embedders') are below. docs/verify.md
+shows them as a table beside the shapes.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ import transformers
 from transformers import Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration
 from transformers.models.gemma3.modeling_gemma3 import Gemma3DecoderLayer, Gemma3TextModel
 from transformers.models.gemma4.modeling_gemma4 import Gemma4TextModel
+from transformers.models.gemma4_unified.modeling_gemma4_unified import (
+    Gemma4UnifiedForConditionalGeneration,
+    Gemma4UnifiedTextModel,
+)
 
-from ..text.config import config_from_dict, load_config
+from ..text.config import config_from_dict
+from ..unified.config import MODEL_TYPE as UNIFIED, load_model_config, unified_config_from_dict
 from ..errors import InputError
 from ..audio.subsample import subsampled_mask
 from .torch_adapter import (  # the points of the text model's modules: one table for both
@@ -35,8 +42,9 @@ REFERENCE_CLASSES = {
     "gemma4": Gemma4ForConditionalGeneration,
     "gemma3_text": Gemma3ForCausalLM,
     "gemma3": Gemma3ForConditionalGeneration,
+    UNIFIED: Gemma4UnifiedForConditionalGeneration,
 }
-TEXT_MODELS = (Gemma4TextModel, Gemma3TextModel)
+TEXT_MODELS = (Gemma4TextModel, Gemma3TextModel, Gemma4UnifiedTextModel)
 
 # Gemma 3 has no v-norm: its values are the projection's output, flat (seq, kv_heads * head_dim).
 GEMMA3_POINTS = (("attn.v", "self_attn.v_proj", "output"),)
@@ -64,12 +72,19 @@ AUDIO_LAYER_POINTS = (  # within `audio_tower.layers.{j}`
     ("ffw2.out", "feed_forward2", "output"),
     ("out", "", "output"),
 )
+# The unified model's embedders (no towers), module paths within `model` (`Gemma4UnifiedModel`).
+UNIFIED_VISION_POINTS = (
+    ("unified.vision.patch_embed", "embed_vision.patch_ln2", "output"),
+    ("unified.vision.out", "embed_vision.pos_norm", "output"),
+    ("unified.vision.soft_tokens", "embed_vision.multimodal_embedder", "output"),
+)
+UNIFIED_AUDIO_POINTS = (("unified.audio.soft_tokens", "embed_audio", "output"),)
 
 
 def layer_points(layer) -> tuple:
     if isinstance(layer, Gemma3DecoderLayer):
         return ATTENTION_POINTS + GEMMA3_POINTS + DENSE_POINTS + LAYER_OUTPUT
-    ffw = MOE_POINTS if layer.enable_moe_block else DENSE_POINTS
+    ffw = MOE_POINTS if getattr(layer, "enable_moe_block", False) else DENSE_POINTS  # the unified layer has no MoE
     return ATTENTION_POINTS + ffw + PLE_POINTS + LAYER_OUTPUT
 
 
@@ -89,6 +104,7 @@ def capture(model, input_ids, names=None, pixel_values=None, image_position_ids=
     text = text_model(model)
     raw: dict[str, torch.Tensor] = {}
     handles = register_hooks(text, raw) + register_vision_hooks(model, raw) + register_audio_hooks(model, raw)
+    handles += register_unified_hooks(model, raw)
     media = dict(pixel_values=pixel_values, image_position_ids=image_position_ids, mm_token_type_ids=mm_token_type_ids,
                  input_features=input_features, input_features_mask=input_features_mask)
     media = {k: torch.as_tensor(np.asarray(v))[None] if k == "mm_token_type_ids" else torch.as_tensor(np.asarray(v))
@@ -139,6 +155,14 @@ def register_vision_hooks(model, raw: dict) -> list:
     return handles
 
 
+def register_unified_hooks(model, raw: dict) -> list:
+    """Hooks on the unified model's embedders, where it has them."""
+    inner = getattr(model, "model", None)
+    points = UNIFIED_VISION_POINTS if getattr(inner, "embed_vision", None) is not None and _has(inner, "embed_vision.pos_norm") else ()
+    points += UNIFIED_AUDIO_POINTS if isinstance(model, Gemma4UnifiedForConditionalGeneration) and inner.embed_audio is not None else ()
+    return [hook(inner.get_submodule(path), point, _keeper(raw, name)) for name, path, point in points]
+
+
 def register_audio_hooks(model, raw: dict) -> list:
     """Hooks on the audio tower of a conditional-generation model that has one."""
     inner = getattr(model, "model", None)
@@ -154,6 +178,13 @@ def register_audio_hooks(model, raw: dict) -> list:
 def as_minigemma(raw: dict, cfg, names, model_config=None, image_position_ids=None, input_features_mask=None) -> dict[str, np.ndarray]:
     """Hooked tensors -> minigemma's arrays: batch axis dropped, packed axes split, in forward order."""
     recorder = Recorder(names)
+    if image_position_ids is not None and "unified.vision.out" in raw:  # every image's real patches, in order
+        real = torch.as_tensor(np.asarray(image_position_ids) != PAD_POSITION).all(dim=-1)
+        for name in [n for n in raw if n.startswith("unified.vision.")]:
+            recorder(name, raw.pop(name)[real].float().numpy())
+    if input_features_mask is not None and "unified.audio.soft_tokens" in raw:  # every clip's real frames
+        real = torch.as_tensor(np.asarray(input_features_mask, dtype=bool))
+        recorder("unified.audio.soft_tokens", raw.pop("unified.audio.soft_tokens")[real].float().numpy())
     if image_position_ids is not None and "vision.out" in raw:
         for name, value in vision_arrays(raw, image_position_ids, model_config.vision_config.pooling_kernel_size):
             recorder(name, value)
@@ -208,7 +239,7 @@ def load_reference(path: str, dtype: str = "float32"):
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # stderr is for minigemma's own one-line summary
-    config = load_config(path)  # every model_type it accepts has a reference class
+    config = load_model_config(path)  # every model_type it accepts has a reference class
     cls = REFERENCE_CLASSES[config.model_type]
     return cls.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="eager").eval()
 
@@ -224,4 +255,5 @@ def source() -> str:
 
 def model_config(model):
     """minigemma's resolved config of a reference model, for the trace's config hash."""
-    return config_from_dict(model.config.to_dict())
+    raw = model.config.to_dict()
+    return unified_config_from_dict(raw) if raw.get("model_type") == UNIFIED else config_from_dict(raw)

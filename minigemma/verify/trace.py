@@ -50,6 +50,9 @@ AUDIO_AFTER_LAYERS = ("out", "soft_tokens")
 # An MTP assistant's draft step (`generate/speculative.trace_draft`): its layers name their steps as the target's do.
 ASSISTANT_BEFORE_LAYERS = ("pre_projection",)
 ASSISTANT_AFTER_LAYERS = ("final_norm", "post_projection", "logits")
+# The unified model's embedders (no towers); a video's frames go under `video.` + the vision names.
+UNIFIED_VISION_STEPS = ("patch_embed", "out", "soft_tokens")
+UNIFIED_AUDIO_STEPS = ("soft_tokens",)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,11 @@ class Section:
 # The order the towers run in; the encoders' soft tokens are merged into `embed`.
 SECTIONS = (
     Section("vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
+    Section("unified.vision.", UNIFIED_VISION_STEPS, (), ()),
+    Section("video.vision.", VISION_BEFORE_LAYERS, VISION_LAYER_STEPS, VISION_AFTER_LAYERS),
+    Section("video.unified.vision.", UNIFIED_VISION_STEPS, (), ()),
     Section("audio.", AUDIO_BEFORE_LAYERS, AUDIO_LAYER_STEPS, AUDIO_AFTER_LAYERS),
+    Section("unified.audio.", UNIFIED_AUDIO_STEPS, (), ()),
     Section("", TEXT_BEFORE_LAYERS, LAYER_STEPS, TEXT_AFTER_LAYERS),
     Section("assistant.", ASSISTANT_BEFORE_LAYERS, LAYER_STEPS, ASSISTANT_AFTER_LAYERS),  # after the target's pass
 )

@@ -29,9 +29,11 @@ def image_marks(tokenizer) -> dict[str, str]:
     return named
 
 
-def preprocess_for(model, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS):
-    """The images preprocessed for this model's vision tower (`image.preprocess`)."""
+def preprocess_for(model, images, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, video: bool = False):
+    """The images (or a video's frames) preprocessed for this model's vision tower (`image.preprocess`)."""
     if model.vision is None:
         raise InputError("images: this checkpoint has no vision tower")
+    if hasattr(model.vision, "preprocess"):  # the unified model: merged patches (`unified/image.py`)
+        return model.vision.preprocess(images, max_soft_tokens, video)
     cfg = model.vision.config
     return preprocess(images, max_soft_tokens, cfg.patch_size, cfg.pooling_kernel_size)
