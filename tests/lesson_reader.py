@@ -140,6 +140,7 @@ def _outer(tree: ast.AST):
 
 
 COMPUTING = (ast.BinOp, ast.UnaryOp, ast.Call, ast.Compare, ast.Subscript)  # what makes an expression a formula
+ARITHMETIC = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.Subscript)  # ... and what a formula needs besides calls
 
 
 def formulas(tree: ast.AST, where: str = "") -> dict[tuple[str, ...], str]:
@@ -151,6 +152,8 @@ def formulas(tree: ast.AST, where: str = "") -> dict[tuple[str, ...], str]:
             continue
         if not any(isinstance(n, COMPUTING) for n in ast.walk(node)):
             continue
+        if not any(isinstance(n, ARITHMETIC) for n in ast.walk(node)):
+            continue  # calls of calls with names blanked are plumbing (`f(g(a, b))`), not a formula
         s = tuple(shape(node))
         if len(s) >= MIN_FORMULA_NODES:
             out.setdefault(s, f"{where}:{node.lineno}: {ast.unparse(node)}")

@@ -54,10 +54,10 @@ def describe(model) -> list[str]:
     if t.final_logit_softcapping:
         lines.append(f"soft-cap:    {t.final_logit_softcapping:g}")
     lines.append(f"context:     {t.max_position_embeddings:,} tokens (max_position_embeddings)")
-    lines.append(describe_vision(model.vision) if model.vision is not None else "vision:      none")
     if model.config.model_type == "gemma4_unified":  # no towers: embedders of raw patches and frames
         lines += describe_unified(model)
     else:
+        lines.append(describe_vision(model.vision) if model.vision is not None else "vision:      none")
         lines.append(describe_audio(model.audio) if model.audio is not None else "audio:       none")
     lines.append(f"parameters:  {describe_parameters(model)}")
     lines.append(f"chat:        {describe_chat(model)}")
@@ -148,9 +148,13 @@ def describe_unified(model) -> list[str]:
         c = v.config
         lines.append(f"vision:      no tower; {c.model_patch_size} x {c.model_patch_size}-pixel patches ({c.patch_size}-pixel, "
                      f"merged {c.pooling_kernel_size} x {c.pooling_kernel_size}) -> {c.mm_embed_dim} -> text, one soft token each")
+    else:
+        lines.append("vision:      none")
     if a is not None:
         ms = a.config.samples_per_token * 1000 / a.features.sampling_rate
         lines.append(f"audio:       no tower; raw frames of {a.config.samples_per_token} samples ({ms:g} ms) -> text, one soft token each")
+    else:
+        lines.append("audio:       none")
     return lines
 
 
