@@ -26,26 +26,11 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
-HEADS, KV_HEADS, GLOBAL_DIM, SLIDING_DIM, WINDOW = 8, 1, 512, 256, 512
-
-
-def best_wall(f, repeats: int) -> float:
-    f()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def qkv(rng, n_q: int, n_k: int, d: int):
-    q = rng.standard_normal((n_q, HEADS, d), dtype=np.float32) * np.float32(d**-0.5)
-    return q, rng.standard_normal((n_k, KV_HEADS, d), dtype=np.float32), rng.standard_normal((n_k, KV_HEADS, d), dtype=np.float32)
+from benchmarks.sweep import GLOBAL_DIM, HEADS, KV_HEADS, SLIDING_DIM, WINDOW, qkv
+from benchmarks.sweep import best_time as best_wall  # least wall-clock time after a warm-up
 
 
 def visible_pairs(n: int, window: int | None) -> int:

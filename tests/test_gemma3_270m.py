@@ -113,9 +113,9 @@ def test_config_matches_the_reference(ours, reference):
     assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (cfg.bos_token_id, (cfg.eos_token_id,), cfg.pad_token_id)
 
 
-@pytest.mark.parametrize("prompt", PROMPTS)
-def test_logits_match_the_reference(ours, reference, reference_tokenizer, prompt):
-    ids = np.array(reference_tokenizer(prompt).input_ids)
+def check_logits(ours, reference, ids: np.ndarray, prompt: str) -> None:
+    """minigemma's logits of `ids` equal the reference's at 1e-4 (shared with test_gguf_270m.py,
+    which loads the same file without converting it)."""
     with torch.no_grad():
         expected = reference(torch.tensor(ids[None]), use_cache=False).logits[0].numpy()
     got = ours.forward(ids)
@@ -123,16 +123,26 @@ def test_logits_match_the_reference(ours, reference, reference_tokenizer, prompt
     np.testing.assert_allclose(got, expected, **TOL)
 
 
-def test_greedy_continuation_matches_the_reference(ours, reference):
+def check_greedy(ours, reference, timings: dict) -> None:
+    """A GREEDY_TOKENS-token greedy continuation identical to the reference's (timed into `timings`)."""
     ids = ours.tokenizer.encode(GREEDY_PROMPT, add_special_tokens=True)
     with torch.no_grad():
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=GREEDY_TOKENS, do_sample=False)[0, len(ids):]
     start = time.perf_counter()
     got = ours.generate(ids, max_new_tokens=GREEDY_TOKENS, temperature=0)
-    TIMINGS["greedy 32 tokens (prefill + decode)"] = time.perf_counter() - start
-    print(f"\n{GREEDY_PROMPT}{ours.tokenizer.decode(got)!r}\ntimings: {TIMINGS}")
+    timings["greedy 32 tokens (prefill + decode)"] = time.perf_counter() - start
+    print(f"\n{GREEDY_PROMPT}{ours.tokenizer.decode(got)!r}\ntimings: {timings}")
     assert len(expected) == GREEDY_TOKENS
     assert list(got) == expected.tolist()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_logits_match_the_reference(ours, reference, reference_tokenizer, prompt):
+    check_logits(ours, reference, np.array(reference_tokenizer(prompt).input_ids), prompt)
+
+
+def test_greedy_continuation_matches_the_reference(ours, reference):
+    check_greedy(ours, reference, TIMINGS)
 
 
 SPECIAL = ["<bos>", "<eos>", "<pad>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>", "<unused42>",

