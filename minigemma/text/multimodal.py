@@ -140,13 +140,16 @@ def expand_image_marks(text: str, soft_tokens: list[int], image: str, boi: str, 
     """Each image mark (`<|image|>`) of the prompt becomes `<|image>` + n x `<|image|>` + `<image|>`,
     n = that image's soft-token count, as `Gemma4Processor` writes it. A prompt with no mark gets
     its images in front of the text."""
-    marks = text.count(image)
-    if marks == 0 and soft_tokens:
-        text, marks = image * len(soft_tokens) + IMAGES_FIRST_SEPARATOR + text, len(soft_tokens)
-    if marks != len(soft_tokens):
-        raise InputError(f"prompt: {plural(marks, 'image mark')} {image!r}, but {plural(len(soft_tokens), 'image')} given")
-    pieces = text.split(image)
-    out = [pieces[0]]
-    for n, piece in zip(soft_tokens, pieces[1:]):
-        out += [boi, image * n, eoi, piece]
-    return "".join(out)
+    return expand_marks(text, [boi + image * n + eoi for n in soft_tokens], image, "image")
+
+
+def expand_marks(text: str, expansions: list[str], mark: str, what: str, separator: str = IMAGES_FIRST_SEPARATOR) -> str:
+    """Each `mark` of the prompt becomes its item's expansion, in order; a prompt with no mark gets
+    its items in front of the text (images, and video frames, `vision/video.py`)."""
+    marks = text.count(mark)
+    if marks == 0 and expansions:
+        text, marks = mark * len(expansions) + separator + text, len(expansions)
+    if marks != len(expansions):
+        raise InputError(f"prompt: {plural(marks, what + ' mark')} {mark!r}, but {plural(len(expansions), what)} given")
+    pieces = text.split(mark)
+    return pieces[0] + "".join(expansion + piece for expansion, piece in zip(expansions, pieces[1:]))

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ..errors import InputError
+from ..text.multimodal import expand_marks
 from .image import to_rgb
 
 DEFAULT_NUM_FRAMES = 32  # `Gemma4VideoProcessor.num_frames`
@@ -183,16 +184,7 @@ def video_text(seconds: list[float], soft_tokens: int, boi: str, video_token: st
 def expand_video_marks(text: str, expansions: list[str], video_token: str, separator: str = "\n\n") -> str:
     """Each video mark of `text` becomes its video's expansion, in order; a text without marks
     gets its videos in front."""
-    marks = text.count(video_token)
-    if marks == 0 and expansions:
-        text, marks = video_token * len(expansions) + separator + text, len(expansions)
-    if marks != len(expansions):
-        raise InputError(f"prompt: {marks} video marks {video_token!r}, but {len(expansions)} videos were given")
-    pieces = text.split(video_token)
-    out = [pieces[0]]
-    for expansion, piece in zip(expansions, pieces[1:]):
-        out += [expansion, piece]
-    return "".join(out)
+    return expand_marks(text, expansions, video_token, "video", separator)
 
 
 @dataclass(frozen=True)
