@@ -39,6 +39,7 @@ REQUIRED_FIGURES = {
     10: ["10_pooled_patch_grid"],  # the pooled patch grid of an image
     11: ["11_mel_spectrogram"],  # a mel spectrogram
     14: ["14_three_ways"],  # tower vs embedder, conformer vs raw frames, and their costs
+    15: ["15_block_layouts", "15_bytes_per_token"],  # the byte layouts; tokens/s against bytes read per token
 }
 MIN_FIGURE_PIXELS = 300  # each side
 REFERENCE_MODULES = (
@@ -61,7 +62,7 @@ def ids(lesson):
 
 def test_lessons_exist_in_order():
     numbers = [lesson.number for lesson in LESSONS]
-    assert numbers == list(range(1, 15))
+    assert numbers == list(range(1, 16))
 
 
 # ------------------------------------------------------------------------------ running them
