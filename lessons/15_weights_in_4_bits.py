@@ -26,10 +26,10 @@ from dataclasses import replace
 import numpy as np
 
 import minigemma
-from minigemma.weights.checkpoint import Checkpoint
-from minigemma.weights.gguf import GGUFFile
 from minigemma.text.ops import softmax
 from minigemma.verify.compare import relative_rms
+from minigemma.weights.checkpoint import Checkpoint
+from minigemma.weights.gguf import GGUFFile
 from minigemma.weights.gguf_weights import open_gguf
 from minigemma.weights.quants import GGML_TYPES, TYPE_IDS, dequantize
 from minigemma.weights.quants_blocks import half, nibbles
@@ -313,7 +313,7 @@ assert matrix_error["Q8_0"] < matrix_error["Q4_0"]  # more bits, less error
 ATTENTION, MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
 
 
-def restored(model, store, head=None) -> minigemma.Model:
+def with_matrices(model, store, head=None) -> minigemma.Model:
     """`model` with every attention and MLP matrix passed through `store(name, float32 (rows, cols))`
     (names as the Hugging Face checkpoint has them), and the tied embedding / head replaced by `head`
     if given; the rest unchanged."""
@@ -340,8 +340,8 @@ def requantize(type_name):
 
 start = time.perf_counter()
 head = as_float32(model.weights.lm_head)  # (vocab, hidden): the tied embedding's values, widened once for speed
-floats = restored(model, lambda name, w: w, head)
-variants = {"float32": floats, "Q8_0": restored(floats, requantize("Q8_0")), "Q4_0": restored(floats, requantize("Q4_0"))}
+floats = with_matrices(model, lambda name, w: w, head)
+variants = {"float32": floats, "Q8_0": with_matrices(floats, requantize("Q8_0")), "Q4_0": with_matrices(floats, requantize("Q4_0"))}
 prompt = "The Eiffel Tower was finished in 1889 for the world's fair in Paris, and at first many artists"
 ids = np.array(model.tokenizer.encode(prompt, add_special_tokens=True))
 logits = {name: m.forward(ids) for name, m in variants.items()}  # (seq, vocab) each
@@ -384,8 +384,8 @@ save(fig, "15_quantization_error")
 # ## Why bytes per token decide decode speed
 #
 # Decoding one token multiplies one vector by every weight matrix: each weight is read once and
-# used for one multiply-add. A CPU core does dozens of multiply-adds in the time memory delivers one
-# float32, so decode waits on memory, and its speed limit is simple:
+# used for one multiply-add. A CPU core can do more than ten multiply-adds in the time memory delivers
+# one float32, so decode waits on memory, and its speed limit is simple:
 #
 #     tokens/s  <=  memory read rate (bytes/s)  /  bytes of weights read per token
 #
@@ -414,7 +414,6 @@ def bytes_per_token(weights, width=None) -> int:
     matrices += [weights.ple.model_projection] if weights.ple else []
     size = (lambda m: round(np.prod(m.shape) * width)) if width else size_as_stored
     return sum(size(m) for m in matrices) + size(weights.embed) // weights.embed.shape[0]
-
 
 
 def read_rate(a: np.ndarray, repeats: int = 5) -> float:
@@ -531,8 +530,9 @@ if have_reference():
     else:
         Reference, config, tensors = Gemma4ForCausalLM, AutoConfig.from_pretrained(default_model_path()), Checkpoint(default_model_path())
     embedding = "model.embed_tokens.weight"  # widened above already: `head`
-    state = {name: torch.from_numpy(head if name == embedding else tensors.f32(name)) for name in tensors.names()}
-    state |= {name: torch.from_numpy(reference_values(m)) for name, m in blocks_of["Q4_0"].items()}  # gguf's Q4_0 layers
+    state = {name: torch.from_numpy(reference_values(m)) for name, m in blocks_of["Q4_0"].items()}  # gguf's Q4_0 layers
+    state |= {name: torch.from_numpy(head if name == embedding else tensors.f32(name))  # the rest as the model has it
+              for name in tensors.names() if name not in state}
     reference = Reference.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32, attn_implementation="eager")
     with torch.no_grad():
         theirs = to_numpy(reference.eval()(torch.from_numpy(ids)[None]).logits[0])  # (seq, vocab)
