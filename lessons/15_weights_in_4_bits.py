@@ -82,10 +82,11 @@ if path is not None:  # what the "Q4_K_M" file really holds: a mix
 
 # %% [markdown]
 # "Q4_K_M" names a recipe, not a format: llama.cpp's `llama-quantize` stores most matrices in Q4_K
-# and gives the most sensitive ones more bits (Q6_K for half of the `ffn_down` matrices, the values
-# `attn_v` in Q8_0). And Q4_K needs rows that are whole 256-value blocks: this model's width is 640,
-# so every matrix that reads the residual stream (q, k, v, gate, up) falls back to a 32-value format
-# (Q5_0 here). The biggest tensor is the embedding, 262144 x 640, also the (tied) output head: Q8_0.
+# and gives the most sensitive ones, half of the `ffn_down` and of the `attn_v` matrices, Q6_K. Both
+# K formats need rows of whole 256-value blocks, and this model's width is 640: every matrix that
+# reads the residual stream (q, k, v, gate, up) falls back to a 32-value format, Q5_0 for Q4_K and
+# Q8_0 for Q6_K. Only `attn_output` (1024 wide) and `ffn_down` (2048) keep their K-quants. The
+# biggest tensor is the embedding, 262144 x 640, which is also the (tied) output head: Q8_0.
 #
 # ## One block of Q8_0, by hand
 #
