@@ -121,7 +121,7 @@ class Keys:
         v = self.m.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
             self.fail(key, "a positive number", v)
-        return float(v)
+        return float(str(np.float32(v)))  # the float32 the file holds, as written: 1e-06, not 9.99999997e-07
 
 
 def check_kind(file: GGUFFile) -> None:
