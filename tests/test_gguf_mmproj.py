@@ -14,6 +14,7 @@ way round, a wrong projector, a missing tensor, a shape that disagrees -- one na
 `CheckpointError`, one CLI line; mutated headers never crash the reader.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -29,11 +30,14 @@ from hypothesis import strategies as st
 from test_audio_and_images import token_types
 from test_gguf_reader import MUTATIONS, mutated
 from test_vision_generate import TEXT
+from gguf_mmproj_fixtures import LISTINGS, write_mmproj_case
+from gguf_write_fixtures import CONVERTER_TYPES, listing
 from tokenizer_fixtures import write_bpe_tokenizer
 from vision_reference import patch_grids, vision_config_kwargs
 
 import minigemma
 from minigemma.audio.features import extract_features
+from minigemma.cli.main import main
 from minigemma.audio.subsample import subsampled_mask
 from minigemma.errors import CheckpointError, MinigemmaError
 from minigemma.generate.tokenizer import load_tokenizer
@@ -147,6 +151,31 @@ def test_mmproj_towers_and_logits_equal_the_reference(tmp_path_factory, qtype, d
         ids = prompt(model, marks)
         got = model.forward(ids, mm_token_type_ids=token_types(ids, model.config.tokens), **inputs)
         np.testing.assert_allclose(got, reference_logits(ref, model, ids, inputs), **LOGIT_TOL)
+
+
+@pytest.mark.parametrize("type_name", CONVERTER_TYPES)
+def test_quantize_mmproj_equals_llama_cpp_converter_output(type_name, tmp_path_factory):
+    """`minigemma quantize SRC OUT --mmproj MMPROJ`: the mmproj equals, key by key and tensor by tensor
+    to the byte, what `convert_hf_to_gguf.py --mmproj` wrote for the same checkpoint (stored listings),
+    but for the softplus'd `per_dim_scale` values: torch's vectorised softplus and NumPy's may part in
+    the last bit, so those agree to 1 ulp."""
+    src = write_mmproj_case(tmp_path_factory.mktemp("towers"))
+    out, mmproj = src.parent / "text.gguf", src.parent / "mmproj.gguf"
+    assert main(["quantize", str(src), str(out), "--type", type_name, "--mmproj", str(mmproj)]) == 0
+    stored = json.loads(LISTINGS.read_text())
+    ours, theirs = listing(mmproj), stored["cases"][f"mmproj/{type_name}"]
+    assert [k[0] for k in ours["keys"]] == [k[0] for k in theirs["keys"]]
+    for mine, expected in zip(ours["keys"], theirs["keys"]):
+        assert mine == expected
+    assert [t[0] for t in ours["tensors"]] == [t[0] for t in theirs["tensors"]]
+    values = {t.name: np.array(t.data) for t in gguf.GGUFReader(mmproj).tensors}
+    for mine, expected in zip(ours["tensors"], theirs["tensors"]):
+        if mine[0] in stored["softplus"]:
+            assert mine[:3] == expected[:3]
+            np.testing.assert_array_max_ulp(values[mine[0]], np.float32(stored["softplus"][mine[0]]), maxulp=1)
+        else:
+            assert mine == expected
+    assert stored["softplus"] and minigemma.load(out, kernels=False, mmproj=mmproj).audio is not None
 
 
 # ------------------------------------------------------------------------------------ bad input

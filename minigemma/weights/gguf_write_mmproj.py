@@ -22,6 +22,10 @@ every released checkpoint: `clip.audio.num_mel_bins` is the checkpoint's feature
 is the vision config's `rms_norm_eps` (the converter looks for `layer_norm_eps`, else 1e-6). A
 pooling kernel other than llama.cpp's 3 is written as `clip.vision.projector.scale_factor`, which
 llama.cpp reads.
+
+Checked against the converter (tests/test_gguf_mmproj.py, stored listings of its files): every key
+and tensor equal to the byte, in every type, but for `per_dim_scale`: the converter's softplus is
+torch's, whose vectorised exp / log1p may differ from NumPy's in the last bit (1 ulp at most).
 """
 
 from __future__ import annotations
