@@ -16,6 +16,7 @@ way round, a wrong projector, a missing tensor, a shape that disagrees -- one na
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -181,7 +182,7 @@ def test_quantize_mmproj_equals_llama_cpp_converter_output(type_name, tmp_path_f
 # ------------------------------------------------------------------------------------ bad input
 
 VISION = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-              head_dim=8, patch_size=4, pooling_kernel_size=3, position_embedding_size=24, use_clipped_linears=True,
+              head_dim=8, patch_size=4, pooling_kernel_size=3, position_embedding_size=64, use_clipped_linears=True,
               standardize=True)
 AUDIO = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[8, 4],
              output_proj_dims=12) | AUDIO_FIXED
@@ -264,3 +265,39 @@ def test_mutated_mmproj_headers_never_crash_load(files, tmp_path, mutations):
         minigemma.load(text, kernels=False, mmproj=mutated(mmproj, mutations, tmp_path / "mutated.gguf"))
     except MinigemmaError:
         pass
+
+
+def test_quantize_refuses_what_the_layout_cannot_say(files, tmp_path):
+    """A setting llama.cpp fixes in code (no key for it): a checkpoint that differs gets a named error,
+    not a file that would silently run another model."""
+    text, _ = files
+    src = tmp_path / "hf"
+    shutil.copytree(text.parent / "hf", src)
+    config = json.loads((src / "config.json").read_text())
+    config["audio_config"]["attention_chunk_size"] = 5
+    (src / "config.json").write_text(json.dumps(config))
+    r = subprocess.run([sys.executable, "-m", "minigemma", "quantize", str(src), str(tmp_path / "t.gguf"), "--mmproj",
+                        str(tmp_path / "m.gguf")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "audio_config.attention_chunk_size" in r.stderr and "fixes it to 12, found 5" in r.stderr
+
+
+def test_generate_cli_with_mmproj_image_and_audio(files, tmp_path):
+    """`minigemma generate --model text.gguf --mmproj mmproj.gguf --image ... --audio ...` prints what
+    the loaded model generates."""
+    from audio_reference import write_wav
+    from PIL import Image
+
+    text, mmproj = files
+    rng = np.random.default_rng(3)
+    image, clip = tmp_path / "p.png", tmp_path / "c.wav"
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
+    write_wav(clip, rng.integers(-20000, 20000, 2600) / 32768)
+    model = minigemma.load(text, kernels=False, mmproj=mmproj)
+    line = "look <|image|> and <|audio|> now"
+    expected = model.generate(line, 6, temperature=0, images=[str(image)], audio=[str(clip)], max_soft_tokens=70)
+    r = subprocess.run([sys.executable, "-m", "minigemma", "generate", line, "--model", str(text), "--mmproj", str(mmproj),
+                        "--image", str(image), "--audio", str(clip), "--max-soft-tokens", "70", "--temperature", "0",
+                        "--max-new-tokens", "6", "--no-kernels"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected + "\n"
