@@ -354,18 +354,27 @@ def load_gguf(path: str, kernels: bool | None = None, mmproj: str | os.PathLike 
     try:
         config = config_from_dict(raw)
     except ConfigError as e:
-        raise ConfigError(f"{mmproj if towers else path}: {e}") from None
+        raise ConfigError(f"{path}: {e}") from None
     chosen = backend(kernels)
     ckpt.linear, ckpt.quant_linear = chosen.linear, chosen.quant_linear
     weights = load_text(ckpt, config.text, "model", HEAD_NAME)
     _check_unexpected(ckpt, config)
     vision = audio = None
     if towers is not None:
-        hidden = config.text.hidden_size
-        vision = load_vision_tower(towers, config.vision, hidden) if config.vision is not None else None
-        audio = load_audio_tower(towers, config, None, FeatureConfig(feature_size=mels)) if config.audio is not None else None
-        _check_unexpected(towers, config)
+        vision, audio = load_mmproj_towers(towers, config, mels)
     return Model(config, weights, path, vision=vision, audio=audio, backend=chosen, gguf_metadata=ckpt.file.metadata)
+
+
+def load_mmproj_towers(towers, config: ModelConfig, mels: int | None):
+    """The vision / audio towers of an mmproj file (`open_mmproj`); a config the file implies that the
+    towers cannot run is an error of that file."""
+    try:
+        vision = load_vision_tower(towers, config.vision, config.text.hidden_size) if config.vision is not None else None
+        audio = load_audio_tower(towers, config, None, FeatureConfig(feature_size=mels)) if config.audio is not None else None
+    except ConfigError as e:
+        raise CheckpointError(f"{towers.directory}: {e}") from None
+    _check_unexpected(towers, config)
+    return vision, audio
 
 
 def default_model_path(name: str = "tiny") -> str:

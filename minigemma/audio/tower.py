@@ -235,8 +235,9 @@ def load_audio_tower(ckpt: TensorSource, config, directory: str | None, features
     try:
         cfg = audio_config_from_dict(config.audio)
     except ConfigError as e:
-        where = os.path.join(directory, "config.json") if directory else ckpt.directory
-        raise ConfigError(f"{where}: {e}") from None
+        if directory is None:
+            raise  # the caller says which file
+        raise ConfigError(f"{os.path.join(directory, 'config.json')}: {e}") from None
     weights = load_audio(ckpt, "model.audio_tower", cfg)
     embedder = load_embedder(ckpt, "model.embed_audio", cfg.output_proj_dims, config.text.hidden_size)
     return AudioTower(cfg, weights, embedder, features or load_feature_config(directory))
