@@ -46,6 +46,8 @@ SPECIAL_IDS = {  # named token -> GGUF metadata key
 }
 SUPPORTED = ("llama", "gemma4")
 END_OF_TURN = ("<turn|>", "<end_of_turn>")  # Gemma 4's, Gemma 3's
+MEDIA_MARKS = {"image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>", "audio_token": "<|audio|>",
+               "boa_token": "<|audio>", "eoa_token": "<audio|>", "video_token": "<|video|>"}  # Gemma 4's, by name
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def gguf_tokenizer(meta: dict, where: str) -> GGUFTokenizer:
         named["eot_token"] = eot
     control = [t for t, k in zip(tokens, types) if k == CONTROL]
     specials = {t: vocab[t] for t in dict.fromkeys(control + list(named.values()))}
+    # the media marks a prompt with images / audio needs (`vision/prompt.py`, `audio/prompt.py`): a GGUF
+    # keeps their pieces, not tokenizer_config.json's names for them; llama.cpp's mtmd knows them by piece too
+    named |= {name: piece for name, piece in MEDIA_MARKS.items() if piece in vocab and name not in named}
     # llama.cpp adds <bos> unless told not to; transformers follows it, except for Gemma 4, whose
     # chat template writes <bos> itself (transformers sets add_bos_token False for "gemma4")
     add_bos = kind == "llama" and bool(meta.get("tokenizer.ggml.add_bos_token", True)) and "bos_token" in named
