@@ -215,26 +215,22 @@ LAYOUTS = {  # fields in byte order: (what, bytes, kind); each must add up to th
              ("256 x 4 bits", 128, "values")],
 }
 COLORS = {"scale": "tab:red", "sub-scale": "tab:orange", "values": "tab:blue"}
-MIN_LABELLED = 16  # bytes: a field this wide has its name written inside
 span = BLOCK["Q4_K"].block_elems  # draw every format over the same 256 weights
-fig, ax = plt.subplots(figsize=(12, 3.8))
+fig, ax = plt.subplots(figsize=(12, 4))
 for row, (name, fields) in enumerate(LAYOUTS.items()):
     t = BLOCK[name]
     assert sum(size for _, size, _ in fields) == t.block_bytes
     start = 0
-    for block_index in range(span // t.block_elems):
+    for _ in range(span // t.block_elems):
         for what, size, kind in fields:
-            ax.barh(row, size, left=start, color=COLORS[kind], edgecolor="white", lw=0.8)
-            if block_index == 0 and size >= MIN_LABELLED:  # name the fields of the first block
-                ax.text(start + size / 2, row, what, ha="center", va="center", fontsize=7, color="white")
-            elif block_index == 0:  # too narrow to write in: below the bar
-                ax.annotate(what, (start + size / 2, row + 0.4), xytext=(start + 2 + 3 * size, row + 0.62),
-                            fontsize=7, arrowprops=dict(arrowstyle="-", lw=0.5))
+            ax.barh(row, size, left=start, height=0.5, color=COLORS[kind], edgecolor="white", lw=0.8)
             start += size
     ax.text(start + 3, row, f"{start} bytes = {start * BITS / span:.2f} bits a weight", va="center", fontsize=8)
+    block = " + ".join(f"{what} ({size} B)" for what, size, _ in fields)
+    ax.text(2, row + 0.4, f"{span // t.block_elems} x [{block}]", va="center", fontsize=7)
 ax.set_yticks(range(len(LAYOUTS)), list(LAYOUTS))
-ax.invert_yaxis()
 ax.set_xlim(0, 370)
+ax.set_ylim(len(LAYOUTS) - 0.4, -0.4)
 ax.set(xlabel=f"bytes for {span} weights", title="how each format spends its bytes")
 ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()],
           labels=["float16 scale", "6-bit scale / min", "quantized values"], fontsize=8, loc="lower right")
