@@ -35,7 +35,10 @@ import minigemma
 from minigemma.cli import main
 from minigemma.errors import CheckpointError, ConfigError, InputError
 from minigemma.text.config import load_config
-from minigemma.weights.gguf_write import TYPES, write_gguf
+from minigemma.weights.gguf_write import write_gguf
+from minigemma.weights.gguf_write_types import BLOCK_TYPES, CONVERTER_TYPES
+
+TYPES = CONVERTER_TYPES + BLOCK_TYPES  # the K-quants and their mixes: test_gguf_write_k.py
 
 CONVERTED = json.loads(LISTINGS.read_text())["cases"]
 Q = gguf.GGMLQuantizationType
@@ -266,7 +269,7 @@ def test_other_architectures_are_refused(checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--type", "Q4_K"], "invalid choice: 'Q4_K'"),
+    (["--type", "Q3_K"], "invalid choice: 'Q3_K'"),
     (["--type", "Q8_0", "--nope"], "unrecognized arguments"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, message, checkpoints, tmp_path):
