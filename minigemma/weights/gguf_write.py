@@ -63,7 +63,7 @@ FROZEN_ROPE_FACTOR = 1e30  # rope_freqs entry of a pair that must not rotate (it
 # multimodal tensors a text GGUF leaves out (the converter's TextModel.filter_tensors, Gemma's share)
 MULTIMODAL_MARKS = ("vision.", "audio.", "vision_", "audio_", "projector.", "patch_embed")
 CHUNK_VALUES = 1 << 24  # values quantized at a time: 64 MB of float32
-K_CHUNK_VALUES = 1 << 20  # the K-quant fits keep a dozen float32 copies of their chunk: 4 MB each
+K_CHUNK_VALUES = 1 << 17  # the K-quant fits work on a dozen float32 copies of their chunk: 512 KB each stay in cache
 FILE_TYPES = {"F32": "ALL_F32", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S"}  # else MOSTLY_{type}
 
 
