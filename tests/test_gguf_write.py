@@ -73,7 +73,7 @@ def test_4_and_5_bit_files_equal_llama_quantize_output(case_type, checkpoints, t
     """The types the converter does not write: llama-quantize's file made from the converter's F32
     one has our keys and values (in its own order) and our tensors byte for byte, but one: it stores
     the head (`output`, or `token_embd` when tied) in Q6_K, or Q8_0 when its rows are too short for
-    Q6_K's 256-value blocks, and we in the chosen type (the gguf package writes no K-quants)."""
+    Q6_K's 256-value blocks, and we in the chosen type (every matrix in it, as `llama-quantize --pure`)."""
     case, type_name = case_type.split("/")
     out = tmp_path / "out.gguf"
     quantize(checkpoints[case], out, type_name)

@@ -209,7 +209,7 @@ def fit_scale(x, nmax: int):
 
 
 def scale_levels(v: np.ndarray, top: int) -> np.ndarray:
-    """A scale as a small integer: nearest_int, then C's uint8 (or int8) store, capped at `top`."""
+    """A 6-bit scale or min: nearest_int, then C's store into a uint8 (wrapping), capped at `top`."""
     return np.minimum(np.rint(v).astype(np.int32) & 0xFF, top)
 
 
@@ -251,23 +251,26 @@ def pack_nibbles_of_32(q):
 
 
 def quantize_q4_k(x):
-    """float32 (n * 256,) values -> (n, 144) Q4_K blocks, as quantize_row_q4_K_ref."""
+    """float32 values (any shape, n * 256 in all, row after row) -> (n, 144) Q4_K blocks, as
+    ggml's quantize_row_q4_K_ref."""
     x = np.asarray(x, np.float32).reshape(-1, 8, 32)
     q, d, dmin, scales = quantize_sub_blocks_of_32(x, 15, rmin=-1.0, rdelta=0.1, nstep=20)
     return np.concatenate([d, dmin, scales, pack_nibbles_of_32(q)], axis=-1)
 
 
 def quantize_q5_k(x):
-    """float32 (n * 256,) values -> (n, 176) Q5_K blocks, as quantize_row_q5_K_ref."""
+    """float32 values (any shape, n * 256 in all, row after row) -> (n, 176) Q5_K blocks, as
+    ggml's quantize_row_q5_K_ref."""
     x = np.asarray(x, np.float32).reshape(-1, 8, 32)
     q, d, dmin, scales = quantize_sub_blocks_of_32(x, 31, rmin=-0.5, rdelta=0.1, nstep=15)
-    fifth = (q >> 4).astype(np.uint8)  # (n, 8, 32): bit i of qh[l] is value l of sub-block i's
+    fifth = q >> 4  # (n, 8, 32): bit i of qh[l] is value l of sub-block i's
     qh = np.bitwise_or.reduce(fifth << np.arange(8, dtype=np.uint8)[:, None], axis=1)  # (n, 32)
     return np.concatenate([d, dmin, scales, qh, pack_nibbles_of_32(q & 0x0F)], axis=-1)
 
 
 def quantize_q6_k(x):
-    """float32 (n * 256,) values -> (n, 210) Q6_K blocks, as quantize_row_q6_K_ref."""
+    """float32 values (any shape, n * 256 in all, row after row) -> (n, 210) Q6_K blocks, as
+    ggml's quantize_row_q6_K_ref."""
     x = np.asarray(x, np.float32).reshape(-1, 16, 16)
     n = x.shape[0]
     q, scales = fit_scale(np.ascontiguousarray(x.reshape(n * 16, 16).T), 32)  # a sub-block a column
