@@ -87,11 +87,11 @@ def check_flags(args) -> None:
         raise InputError(f"--assistant: {args.assistant}: not a directory (expected an assistant checkpoint directory)")
 
 
-def load_with_progress(path, kernels=None):
+def load_with_progress(path, kernels=None, mmproj=None):
     from ..model import load
 
     start = time.perf_counter()
-    model = load(path, kernels=kernels)
+    model = load(path, kernels=kernels, mmproj=mmproj)
     model.tokenizer  # a directory without a tokenizer fails here, before any prompt is read
     t = model.config.text
     print(f"minigemma: loaded {model.path} ({t.num_hidden_layers} layers, vocab {t.vocab_size}) "
@@ -220,7 +220,7 @@ def run_generate(args) -> int:
 
     check_flags(args)
     text = read_prompt(args)
-    model = load_with_progress(args.model, args.kernels)
+    model = load_with_progress(args.model, args.kernels, args.mmproj)
     assistant, speculation = load_assistant_for(args, model), SpeculationStats()
     ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
@@ -290,7 +290,7 @@ def run_chat(args) -> int:
     from ..model import default_chat_model_path
 
     check_flags(args)
-    model = load_with_progress(args.model if args.model is not None else default_chat_model_path(), args.kernels)
+    model = load_with_progress(args.model if args.model is not None else default_chat_model_path(), args.kernels, args.mmproj)
     chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens,
                         load_assistant_for(args, model), args.draft_tokens)
     interactive = sys.stdin.isatty()

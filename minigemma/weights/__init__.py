@@ -21,6 +21,9 @@ Read in this order:
     gguf_write_types.py  each tensor's type: the converter's rules, llama-quantize's fallbacks and
                          its Q4_K_M / Q5_K_M mixes
     gguf_write_vocab.py  its vocabulary, as llama.cpp's converter derives it
+    gguf_mmproj_names.py llama.cpp's `mmproj` companion file (the encoders): names and changes of form;
+    gguf_mmproj.py       read as the towers' config and tensors (`load(model.gguf, mmproj=...)`);
+    gguf_write_mmproj.py written from a checkpoint, as the converter writes it (`quantize --mmproj`)
     cache_dir.py       where conversions and caches go (~/.cache/minigemma, or $MINIGEMMA_CACHE)
 """
 

@@ -163,15 +163,16 @@ def layer_of_type(cfg, layer_type: str):
     return next((s for s in cfg.layers if s.layer_type == layer_type), None)
 
 
-def add_general(gguf, w, src: Path) -> None:
-    """general.type / name / size_label ..., exactly as the converter fills them (gguf.Metadata)."""
+def add_general(gguf, w, src: Path, kind: str | None = None) -> None:
+    """general.type / name / size_label ..., exactly as the converter fills them (gguf.Metadata);
+    `kind`: general.type, a model unless said (an mmproj file: "mmproj")."""
     total, shared, expert, n_expert = w.get_total_parameter_count()
     meta = gguf.Metadata.load(None, src, None, total)
     if meta.name is None:
         meta.name = src.name
     if meta.size_label is None and total > 0:
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)
-    w.add_type(gguf.GGUFType.MODEL)
+    w.add_type(kind or gguf.GGUFType.MODEL)
     meta.set_gguf_meta_model(w)
 
 
