@@ -11,7 +11,8 @@ mix's base type), llama.cpp as vendored in llama-cpp-python 0.3.36, and reading 
 
 tests/data/gguf_llama_quantize_k_listings.json: `K_CASES`, two small random checkpoints whose
 rows are whole 256-value blocks (Gemma 4 with every switch, Gemma 3 with 10 layers), and
-`NARROW_CASES` (gguf_write_fixtures.CASES whose rows are too short: the fallbacks), and the
+`NARROW_CASES` (gguf_write_fixtures.CASES whose rows are too short: the fallbacks) and `DEEP`
+(E2B's 35-layer plan at hidden 32, where each Q6_K choice shows as its fallback), and the
 listings (gguf_write_fixtures.listing: every key, every tensor's type, shape and sha256) of what
 llama-quantize made of the converter's F32 file in Q4_K_M, Q5_K_M and Q6_K.
 
@@ -30,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from gguf_write_fixtures import GEMMA3_TOKENIZER, GEMMA4_TOKENIZER, GLOBAL, SLIDING, TINY, dump_listings, fill, listing, write_case
+from gguf_write_fixtures import GEMMA3_TOKENIZER, GEMMA4, GEMMA4_TOKENIZER, GLOBAL, SLIDING, TINY, dump_listings, fill, listing, write_case
 
 HERE = Path(__file__).resolve().parent
 BLOCKS = HERE / "data" / "kquant_llama_blocks.npz"
@@ -57,6 +58,11 @@ GEMMA3_K = dict(
 )
 K_CASES = {"gemma4_k": ("gemma4", 21), "gemma3_k": ("gemma3", 22)}  # case -> (family, seed)
 NARROW_CASES = ("gemma4", "gemma3")  # gguf_write_fixtures' cases, hidden 32: every K row falls back
+# E2B's layer plan (35 layers, 4 sliding : 1 global, the last 20 KV-shared, no MoE, no k_eq_v) at
+# hidden 32: a Q6_K choice shows as its fallback Q8_0, so the mixes' layer rule is seen on 35 layers
+DEEP = {**GEMMA4, "num_hidden_layers": 35, "layer_types": ([SLIDING] * 4 + [GLOBAL]) * 7, "num_kv_shared_layers": 20,
+        "enable_moe_block": False, "attention_k_eq_v": False, "num_global_key_value_heads": None}
+DEEP_CASE, DEEP_SEED = "gemma4_deep", 23
 
 
 def write_k_case(case: str, root, layers: int | None = None) -> Path:
@@ -70,6 +76,20 @@ def write_k_case(case: str, root, layers: int | None = None) -> Path:
     out = Path(root) / (f"{case}-{layers}" if layers else case)
     fill(model, seed).save_pretrained(out)
     for file in GEMMA4_TOKENIZER if family == "gemma4" else GEMMA3_TOKENIZER:
+        shutil.copy(TINY / file, out / file)
+    return out
+
+
+def case_file_types(case: str) -> tuple[str, ...]:
+    return K_FILE_TYPES[:2] if case == DEEP_CASE else K_FILE_TYPES  # the deep case: the mixes
+
+
+def write_deep_case(root) -> Path:
+    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
+
+    out = Path(root) / DEEP_CASE
+    fill(Gemma4ForCausalLM(Gemma4TextConfig(**DEEP)), DEEP_SEED).save_pretrained(out)
+    for file in GEMMA4_TOKENIZER:
         shutil.copy(TINY / file, out / file)
     return out
 
@@ -124,12 +144,12 @@ def capture_listings(converter_dir: str, llama_quantize: str) -> None:
     found = {"converter": "convert_hf_to_gguf.py (f32), then llama-quantize, of llama.cpp as vendored in llama-cpp-python 0.3.36",
              "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for case in (*K_CASES, *NARROW_CASES):
-            src = write_k_case(case, tmp) if case in K_CASES else write_case(case, tmp)
+        for case in (*K_CASES, *NARROW_CASES, DEEP_CASE):
+            src = write_k_case(case, tmp) if case in K_CASES else write_deep_case(tmp) if case == DEEP_CASE else write_case(case, tmp)
             f32 = Path(tmp) / f"{case}.F32.gguf"
             subprocess.run([sys.executable, "convert_hf_to_gguf.py", str(src), "--outfile", str(f32), "--outtype", "f32"],
                            cwd=converter_dir, check=True, capture_output=True)
-            for file_type in K_FILE_TYPES:
+            for file_type in case_file_types(case):
                 out = Path(tmp) / f"{case}.{file_type}.gguf"
                 subprocess.run([llama_quantize, str(f32), str(out), file_type], check=True, capture_output=True)
                 found["cases"][f"{case}/{file_type}"] = listing(out)

@@ -8,9 +8,10 @@
   sums (ggml-base has no -mfma, -O3 without -ffast-math): our float32 operations, sums left to
   right, round as the C does.
 * Whole files against llama-quantize's (tests/data/gguf_llama_quantize_k_listings.json): for
-  random checkpoints with 256-wide rows and for the narrow ones where every K row falls back, our
-  Q4_K_M / Q5_K_M / Q6_K file has llama-quantize's keys and, tensor by tensor, its type, shape
-  and bytes (sha256): the per-tensor mix rule and the quantizers at once.
+  random checkpoints with 256-wide rows, for narrow ones where every K row falls back, and for
+  E2B's 35-layer plan (narrow: each Q6_K choice shows as its fallback Q8_0), our Q4_K_M / Q5_K_M
+  / Q6_K file has llama-quantize's keys and, tensor by tensor, its type, shape and bytes (sha256):
+  the per-tensor mix rule and the quantizers at once.
 * A Q4_K_M file of a random Gemma 3 checkpoint loads in transformers' GGUF reader and in
   minigemma with equal logits (1e-4); a Gemma 4 one (which transformers' reader refuses) gives in
   minigemma transformers' logits on the weights the file stores.
@@ -27,7 +28,8 @@ import torch
 from gguf_write_fixtures import listing, write_case
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from kquant_fixtures import K_CASES, K_FILE_TYPES, K_LISTINGS, NARROW_CASES, load_blocks, row_kinds, write_k_case
+from kquant_fixtures import (DEEP_CASE, K_CASES, K_LISTINGS, NARROW_CASES, case_file_types, load_blocks, row_kinds,
+                             write_deep_case, write_k_case)
 
 import minigemma
 from minigemma.cli import main
@@ -87,11 +89,11 @@ def test_k_quantizers_reproduce_llama_quantize_bytes(type_name):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("k_checkpoints")
-    found = {case: write_k_case(case, root) for case in K_CASES}
+    found = {case: write_k_case(case, root) for case in K_CASES} | {DEEP_CASE: write_deep_case(root)}
     return found | {case: write_case(case, root) for case in NARROW_CASES}
 
 
-@pytest.mark.parametrize("case_type", [f"{c}/{t}" for c in (*K_CASES, *NARROW_CASES) for t in K_FILE_TYPES])
+@pytest.mark.parametrize("case_type", [f"{c}/{t}" for c in (*K_CASES, *NARROW_CASES, DEEP_CASE) for t in case_file_types(c)])
 def test_file_equals_llama_quantize_output(case_type, checkpoints, tmp_path):
     """Keys and tensors as llama-quantize wrote them from the converter's F32 file (it lists the
     tensors sorted by layer, we in the converter's order: compared by name)."""
