@@ -60,12 +60,13 @@ def step(type_name: str, x: np.ndarray) -> np.ndarray:
 
 @settings(max_examples=12)
 @given(type_name=st.sampled_from(sorted(K_QUANTIZERS)), kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
-       magnitude=st.integers(-3, 2), seed=st.integers(0, 2**32 - 1))
+       magnitude=st.integers(-3, 1), seed=st.integers(0, 2**32 - 1))  # x 10 keeps huge_1e4 rows 10x below float16's overflow
 def test_k_blocks_read_the_same_in_gguf_and_stay_within_the_format_error(type_name, kinds, magnitude, seed):
     """The error of one value is at most about one step of the block's grid: half a step from
     rounding, plus what the 6-bit (Q6_K: 8-bit) sub-block scales and mins lose against the fitted
     floats and what the fit's clipping at the grid's ends costs (`STEPS`); blocks of tiny values
-    add the float16 rounding of d and dmin times the largest codes (`SLACK`)."""
+    add the float16 rounding of d and dmin times the largest codes (`SLACK`). (Blocks whose scales
+    would pass float16's largest, 65504, values beyond ~4e6, are no format's: llama-quantize refuses them.)"""
     note(f"{type_name}: {kinds} x 1e{magnitude}")
     rng = np.random.default_rng(seed)
     drawn = row_kinds(rng)
