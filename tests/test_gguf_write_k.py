@@ -112,6 +112,25 @@ def test_file_equals_llama_quantize_output(case_type, checkpoints, tmp_path):
         assert {"F32", "Q6_K", type_name[:4]} <= kinds
 
 
+def test_values_beyond_the_float16_scales_are_named(tmp_path):
+    """A weight of 1e9 would need a float16 block scale past 65504: the file would hold inf, which
+    llama-quantize refuses (ggml_validate_row_data); so do we, naming the tensor."""
+    from safetensors.numpy import load_file, save_file
+
+    from minigemma.errors import InputError
+    from minigemma.text.config import load_config
+    from minigemma.weights.gguf_write import write_gguf
+
+    src = write_k_case("gemma3_k", tmp_path, layers=2)
+    tensors = load_file(src / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    tensors[name][3, 5] = 1e9
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    for type_name in ("Q4_K_M", "Q6_K"):
+        with pytest.raises(InputError, match=rf"{name}: values up to 1e\+09 overflow the float16 scales of Q6_K blocks"):
+            write_gguf(src, tmp_path / "m.gguf", load_config(src).text, type_name)
+
+
 def test_more_bits_spreads_over_the_layers():
     """llama.cpp's use_more_bits on 32 layers: the first and last 4, and every third between."""
     assert [i for i in range(32) if more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]

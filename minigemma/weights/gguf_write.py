@@ -50,7 +50,7 @@ from .checkpoint import Checkpoint, to_f32
 from .config_reader import read_json_object
 from .gguf_write_types import TYPES, storage_types
 from .gguf_write_vocab import gemma3_vocabulary, gemma4_vocabulary
-from .quants_k import K_QUANTIZERS
+from .quants_k import K_QUANTIZERS, finite_scales
 
 ARCH_OF = {  # `architectures[0]` (or `model_type`) -> the GGUF architecture
     "Gemma4ForCausalLM": "gemma4", "Gemma4ForConditionalGeneration": "gemma4", "gemma4_text": "gemma4", "gemma4": "gemma4",
@@ -304,7 +304,8 @@ def nbytes(gguf, t: PlannedTensor) -> int:
 def quantize_rows(gguf, values: np.ndarray, qtype) -> np.ndarray:
     """float32 (rows, cols) -> (rows, bytes per row) uint8 in `qtype`."""
     if qtype.name in K_QUANTIZERS:
-        return K_QUANTIZERS[qtype.name](values).reshape(len(values), -1)
+        with np.errstate(all="ignore"):  # overflowing scales: `finite_scales` names the tensor
+            return K_QUANTIZERS[qtype.name](values).reshape(len(values), -1)
     return gguf.quants.quantize(values, qtype).view(np.uint8).reshape(len(values), -1)
 
 
@@ -324,6 +325,9 @@ def stored_bytes(gguf, ckpt: Checkpoint, t: PlannedTensor) -> np.ndarray:
         if t.shift:
             values += np.float32(t.shift)
         out[r : r + step] = quantize_rows(gguf, values, t.qtype)
+        if t.qtype.name in K_QUANTIZERS and not finite_scales(out[r : r + step], t.qtype.name):
+            raise InputError(f"{t.source}: values up to {np.abs(values).max():.3g} overflow the float16 scales of "
+                             f"{t.qtype.name} blocks (llama-quantize refuses them too); choose --type BF16 or F32")
     return out
 
 

@@ -294,3 +294,13 @@ def quantize_q6_k(x):
 
 
 K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}  # values -> (blocks, block_bytes)
+BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+SCALE_FIELDS = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}  # byte offsets of each block's float16 d (and dmin)
+
+
+def finite_scales(raw: np.ndarray, type_name: str) -> bool:
+    """Whether the float16 scales of every block in `raw` (bytes, whole blocks) are finite: values
+    too large for them (from ~4e6 in Q4_K / Q5_K, ~3e8 in Q6_K) overflow to inf, and llama-quantize
+    refuses such blocks."""
+    blocks = raw.reshape(-1, BLOCK_BYTES[type_name])
+    return all(np.isfinite(half(blocks, o)).all() for o in SCALE_FIELDS[type_name])
