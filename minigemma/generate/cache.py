@@ -203,13 +203,25 @@ class KVCache:
             self.length -= n
 
 
+def storage_dtype(dtype) -> np.dtype:
+    """How keys and values are stored: float32 or float16, as a NumPy dtype or by name ("float16";
+    names are read as names, not as NumPy's codes, where "f16" would mean float128). No bfloat16:
+    Gemma 4's keys are RMS-normed and its values too (scale-free), so float16's range holds them,
+    and in the same two bytes its 10-bit mantissa keeps 8 times finer steps than bfloat16's 7."""
+    names = {np.dtype(t).name: np.dtype(t) for t in STORAGE}
+    found = names.get(dtype) if isinstance(dtype, str) else np.dtype(dtype) if np.dtype(dtype) in STORAGE else None
+    if found is None:
+        shown = repr(dtype) if isinstance(dtype, str) else np.dtype(dtype).name
+        raise ConfigError(f"KV cache dtype: expected one of {list(names)}, found {shown}")
+    return found
+
+
 def new_cache(cfg: TextConfig, dtype=np.float32, lookback: int = 0) -> KVCache:
     """An empty cache for a model, keys and values stored as `dtype` (float32, or float16: half
     the memory). Only causal models decode token by token: with bidirectional attention every
     token would also depend on the ones after it. `lookback`: positions the sliding rings keep
     beyond the window's own, for a drafter that reads further back (speculative decoding)."""
-    if np.dtype(dtype) not in STORAGE:
-        raise ConfigError(f"KV cache dtype: expected one of {[np.dtype(t).name for t in STORAGE]}, found {np.dtype(dtype).name}")
+    dtype = storage_dtype(dtype)
     if not cfg.is_causal:
         raise ConfigError(
             f"use_bidirectional_attention: expected a causal model (null or 'vision') to generate with, "
