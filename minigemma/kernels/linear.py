@@ -22,10 +22,13 @@ The rule for one row (a decode step), `gemv_choice`, by the shape alone:
     bf16 weights                    -> this GEMV, parallel from PARALLEL_MIN_WORK values, else serial
 
 `python -m benchmarks.gemv` times every candidate on every decode shape of tiny, small-e2b-like
-and E2B (benchmarks/README.md has the table). Below 4M values the serial GEMV beat OpenBLAS on
-every shape, idle or busy: no thread hand-off, and OpenBLAS' 1-row path has overheads of its own.
-At and above 4M, matrix by matrix they stream alike on an idle machine, and whole decode steps
-decided it for OpenBLAS (above). bf16 has no BLAS to compare with; its GEMV reads half the bytes.
+and E2B (benchmarks/README.md, 2026-12-05, measured on the shared machine, busy: load 6-9 on 2
+cores). Up to ~0.5M values (tiny's matrices, 256 x 1536) the serial GEMV was as fast as OpenBLAS
+or faster on every shape, 1 thread or 2 (0.4 against 1.2 us at 8 x 256, 18.6 against 26.8 us at
+256 x 256: OpenBLAS' 1-row path costs ~1 us before it reads a byte). From 1M to 4M values
+neither won by more than the noise; above 4M OpenBLAS stays, by the idle whole-step figures
+above (a busy machine cannot separate two streams at the same rate). bf16 has no BLAS to compare
+with: its GEMV reads half the bytes and was faster than float32 BLAS on 34 of 36 shapes (1 thread).
 
 With many rows (a prefill) the product is compute-bound instead: float32 weights go straight to
 BLAS, bf16 ones a block of rows at a time, widened (in parallel) into a float32 buffer.
