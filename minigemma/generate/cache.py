@@ -66,10 +66,8 @@ class SlidingKV:
         position order, the attention kernel finds a query block's keys by binary search (a
         chunk of a long prompt then reads only the window of each block, not the whole ring)."""
         k, v = k.astype(self.keys.dtype, copy=False), v.astype(self.values.dtype, copy=False)  # as stored
-        slots = self._in_order()
-        k_all = np.concatenate([self.keys[slots], k])
-        v_all = np.concatenate([self.values[slots], v])
-        pos_all = np.concatenate([self.positions[slots], positions])
+        k_all, v_all, pos_all = (np.concatenate([*self._oldest_first(a), new]) for a, new in
+                                 ((self.keys, k), (self.values, v), (self.positions, positions)))
         keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
         slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity if keep else np.zeros(0, np.int64)
         before = (self.keys[slots].copy(), self.values[slots].copy(), self.positions[slots].copy())
@@ -78,6 +76,14 @@ class SlidingKV:
             self.keys[slots], self.values[slots], self.positions[slots] = k[-keep:], v[-keep:], positions[-keep:]
         self.written += len(k)
         return k_all, v_all, pos_all
+
+    def _oldest_first(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The filled slots of `a`, oldest first, as two slices (from the oldest slot to the end,
+        then from the start): `_in_order`'s order without a gather, which a decode step, feeding
+        one token per layer, would pay for every layer."""
+        held = min(self.written, self.capacity)
+        oldest = self.written % self.capacity if self.written > self.capacity > 0 else 0
+        return a[oldest:held], a[:oldest]
 
     def _in_order(self) -> np.ndarray:
         """The filled slots, oldest first: (held,)."""
