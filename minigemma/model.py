@@ -234,7 +234,8 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None,
+                 kv_cache_dtype=np.float32):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
@@ -248,15 +249,18 @@ class Model:
         drafts are accepted; `draft_tokens`: drafts per round (default: its num_assistant_tokens).
         `videos`: an animated GIF, a folder of frames, an MP4/WebM (with the `video` extra) or frames
         (n, h, w, 3) uint8, one per `<|video|>` mark of a str prompt (no marks: in front); 32 frames
-        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`)."""
+        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`).
+        `kv_cache_dtype`: how the KV cache stores keys and values, float32 or float16 (half the
+        memory; widened inside the attention kernels), as a dtype or its name."""
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                   audio, assistant, draft_tokens, videos)
+                                   audio, assistant, draft_tokens, videos, kv_cache_dtype)
 
     def stream(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None,
+               kv_cache_dtype=np.float32):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                 audio, assistant, draft_tokens, videos)
+                                 audio, assistant, draft_tokens, videos, kv_cache_dtype)
 
     def __repr__(self) -> str:
         t = self.config.text

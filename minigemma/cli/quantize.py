@@ -1,4 +1,4 @@
-"""`minigemma quantize SRC OUT.gguf --type Q4_0`: a Hugging Face checkpoint as one GGUF file.
+"""`minigemma quantize SRC OUT.gguf --type Q4_K_M`: a Hugging Face checkpoint as one GGUF file.
 
 The file is laid out as llama.cpp's own converter lays it out (`weights/gguf_write.py`), so
 llama.cpp, transformers' GGUF loader and minigemma all read it; `--mmproj MMPROJ.gguf` also writes
@@ -24,7 +24,11 @@ def add_quantize(sub) -> None:
     )
     p.add_argument("source", metavar="SRC", help="checkpoint directory in Hugging Face layout (config.json, *.safetensors, tokenizer)")
     p.add_argument("out", metavar="OUT.gguf", help="the GGUF file to write")
-    p.add_argument("--type", default="Q8_0", choices=TYPES, help="storage type of the weight matrices (default: Q8_0)")
+    p.add_argument("--type", default="Q8_0", choices=TYPES, metavar="TYPE",
+                   help="storage type of the weight matrices: F32, F16, BF16, Q8_0 (as llama.cpp's converter); "
+                   "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (every matrix in that type, as llama-quantize --pure); "
+                   "Q4_K_M, Q5_K_M (llama-quantize's mixes: Q6_K where it counts). Vectors, norms and the MoE "
+                   "router stay F32 (default: Q8_0)")
     p.add_argument("--mmproj", metavar="MMPROJ.gguf",
                    help="also write the vision / audio towers of a Gemma4ForConditionalGeneration as llama.cpp's companion "
                    "mmproj file (convert_hf_to_gguf.py --mmproj), in --type when the converter writes it (F32, F16, BF16, "
@@ -34,7 +38,8 @@ def add_quantize(sub) -> None:
 
 def run_quantize(args) -> int:
     from ..text.config import load_config
-    from ..weights.gguf_write import CONVERTER_TYPES, write_gguf
+    from ..weights.gguf_write import write_gguf
+    from ..weights.gguf_write_types import CONVERTER_TYPES
 
     start = time.perf_counter()
     report(args.out, write_gguf(args.source, args.out, load_config(args.source).text, args.type), start)

@@ -40,7 +40,8 @@ from .checkpoint import Checkpoint, to_f32
 from .config_reader import read_json_object
 from .gguf_mmproj import AUDIO_FIXED, PROJECTOR, SCALE_FACTOR, VISION_FIXED
 from .gguf_mmproj_names import PATCH_EMBD, gguf_name, to_gguf
-from .gguf_write import CONVERTER_TYPES, PlannedTensor, add_general, file_type, nbytes, quiet_gguf, require_gguf
+from .gguf_write import PlannedTensor, add_general, file_type, nbytes, quiet_gguf, require_gguf
+from .gguf_write_types import CONVERTER_TYPES
 
 IMAGE_SIZE = 224  # the converter's placeholder ("unused, but set to avoid error")
 IMAGE_MEAN, IMAGE_STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]  # Gemma4ImageProcessor's defaults (it does not normalise)
