@@ -107,6 +107,11 @@ def as_float32(w) -> np.ndarray:
     return w.f32() if isinstance(w, QuantMatrix) else w  # blocks dequantized; float32 as it is
 
 
+def quantized(w: np.ndarray, name: str) -> QuantMatrix:
+    """float32 (rows, cols) -> the same matrix stored as `name` blocks (what `minigemma quantize` writes)."""
+    return QuantMatrix(quantize_rows(gguf, w, gguf.GGMLQuantizationType[name]), TYPE_IDS[name], w.shape[1])
+
+
 down = model.weights.layers[0].mlp.down_proj  # the matrix this lesson takes apart
 W = as_float32(down)  # (hidden, intermediate)
 x = W[0, : BLOCK["Q8_0"].block_elems]  # (32,): one block's worth of weights
@@ -183,27 +188,28 @@ save(fig, "15_one_block")
 # Finding the best scale and minimum is a search (llama.cpp's `make_qkx2_quants`), which the `gguf`
 # package does not implement; minigemma's `quants_k.quantize_q4_k` does, byte for byte as llama.cpp.
 # The file's own Q4_K blocks were written by llama.cpp: here is the first one of layer 2's down
-# projection, taken apart field by field with minigemma's helpers.
+# projection (the embedded model has none: it gets one made here), taken apart field by field with
+# minigemma's helpers.
 
 # %%
 k_layer = next((i for i, layer in enumerate(model.weights.layers)
                 if getattr(layer.mlp.down_proj, "type_name", None) == "Q4_K"), None)
-if k_layer is None:
-    print("no Q4_K matrix in this model (the embedded one is bf16): the 270M's blocks are needed here")
+if k_layer is None:  # the embedded model's weights are bf16: make a Q4_K matrix of its own
+    down_k, where = quantized(W, "Q4_K"), "layer 0's down_proj, quantized here"
 else:
-    down_k = model.weights.layers[k_layer].mlp.down_proj  # a QuantMatrix, (hidden, intermediate) as Q4_K
-    block = down_k.raw[0, : BLOCK["Q4_K"].block_bytes]  # (144,) uint8: the first super-block of row 0
-    d_k, dmin_k = half(block[None], 0)[0, 0], half(block[None], 2)[0, 0]
-    sc, mins = scales_and_mins(block[None, None, 4:16])  # (1, 1, 8) each, 0..63
-    sc, mins = sc[0, 0], mins[0, 0]  # (8,)
-    q_k = sub_blocks_of_32(block[None, None, 16:])[0, 0]  # (8, 32) values 0..15
-    print(f"layer {k_layer} down_proj, super-block 0: d = {d_k:.3g}, dmin = {dmin_k:.3g}\n"
-          f"  scales {sc.astype(int)}\n  mins   {mins.astype(int)}\n  sub-block 0's q: {q_k[0][:12]} ...")
-    step, lowest = d_k * sc[0], -dmin_k * mins[0]  # sub-block 0's grid: its step and its lowest level
-    first = step * q_k[0] + lowest  # (32,): sub-block 0, by hand
-    assert np.array_equal(first, dequantize(block[None], TYPE_IDS["Q4_K"], BLOCK["Q4_K"].block_elems)[0, :32])
-    print(f"  sub-block 0 dequantized: {first[:5]} ... = minigemma's `q4_k`; its levels run from "
-          f"{lowest:.4f} in steps of {step:.5f}")
+    down_k, where = model.weights.layers[k_layer].mlp.down_proj, f"layer {k_layer}'s down_proj, as the file stores it"
+block = down_k.raw[0, : BLOCK["Q4_K"].block_bytes]  # (144,) uint8: the first super-block of row 0
+d_k, dmin_k = half(block[None], 0)[0, 0], half(block[None], 2)[0, 0]
+sc, mins = scales_and_mins(block[None, None, 4:16])  # (1, 1, 8) each, 0..63
+sc, mins = sc[0, 0], mins[0, 0]  # (8,)
+q_k = sub_blocks_of_32(block[None, None, 16:])[0, 0]  # (8, 32) values 0..15
+print(f"{where}, super-block 0: d = {d_k:.3g}, dmin = {dmin_k:.3g}\n"
+      f"  scales {sc.astype(int)}\n  mins   {mins.astype(int)}\n  sub-block 0's q: {q_k[0][:12]} ...")
+step, lowest = d_k * sc[0], -dmin_k * mins[0]  # sub-block 0's grid: its step and its lowest level
+first = step * q_k[0] + lowest  # (32,): sub-block 0, by hand
+assert np.array_equal(first, dequantize(block[None], TYPE_IDS["Q4_K"], BLOCK["Q4_K"].block_elems)[0, :32])
+print(f"  sub-block 0 dequantized: {first[:5]} ... = minigemma's `q4_k`; its levels run from "
+      f"{lowest:.4f} in steps of {step:.5f}")
 
 # %% [markdown]
 # The byte budgets side by side, for the same 256 weights: Q8_0 is eight blocks of 34 bytes; Q4_0
@@ -263,11 +269,6 @@ def steps(m: QuantMatrix) -> np.ndarray:
     if m.type_name == "Q4_K":
         return d * scales_and_mins(blocks[..., 4:16])[0]  # (rows, blocks, 8): a step per sub-block
     return d  # Q8_0, Q4_0: a step per block
-
-
-def quantized(w: np.ndarray, name: str) -> QuantMatrix:
-    """float32 (rows, cols) -> the same matrix stored as `name` blocks (what `minigemma quantize` writes)."""
-    return QuantMatrix(quantize_rows(gguf, w, gguf.GGMLQuantizationType[name]), TYPE_IDS[name], w.shape[1])
 
 
 UNIFORM_RMS = 1 / np.sqrt(12)  # RMS distance to the nearest level, in steps
@@ -517,7 +518,7 @@ if have_reference():
         for m in (m for i in checked_layers for m in layer_matrices(weights.layers[i]) if isinstance(m, QuantMatrix)):
             by_type.setdefault(m.type_name, []).append(m)
     for name in matrix_error:  # the one matrix in each format
-        by_type[name].append(blocks_of[name]["one matrix"])
+        by_type.setdefault(name, []).append(blocks_of[name]["one matrix"])
     for name, ms in sorted(by_type.items()):
         n_blocks = sum(m.raw.size for m in ms) // GGML_TYPES[TYPE_IDS[name]].block_bytes
         agree(f"{name}, {n_blocks} blocks dequantized", np.concatenate([m.f32().ravel() for m in ms]),
