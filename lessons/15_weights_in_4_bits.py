@@ -120,7 +120,7 @@ print(f"layer 0 down_proj {W.shape}, stored as {getattr(down, 'type_name', W.dty
 d = np.abs(x).max() / 127  # the largest weight becomes +-127
 q = np.round(x * (1 / d)).astype(np.int8)  # (32,) int8
 by_hand = np.concatenate([np.float16(d)[None].view(np.uint8), q.view(np.uint8)])  # (34,) bytes as stored
-library = gguf.quants.quantize(x[None], gguf.GGMLQuantizationType.Q8_0)[0]  # (34,) what `minigemma quantize` writes
+library = quantized(x[None], "Q8_0").raw[0]  # (34,) what `minigemma quantize` writes
 assert np.array_equal(by_hand, library)
 back = np.float32(np.float16(d)) * q  # (32,) the stored scale times the integers
 assert np.array_equal(back, dequantize(library[None], TYPE_IDS["Q8_0"], len(x))[0])
@@ -148,7 +148,7 @@ q4 = np.clip(np.floor(x * (1 / d4) + 8.5), 0, 15).astype(np.uint8)  # (32,) 0..1
 half_block = len(x) // 2
 packed = q4[:half_block] | (q4[half_block:] << 4)  # (16,) two values a byte
 by_hand = np.concatenate([np.float16(d4)[None].view(np.uint8), packed])  # (18,)
-library = gguf.quants.quantize(x[None], gguf.GGMLQuantizationType.Q4_0)[0]
+library = quantized(x[None], "Q4_0").raw[0]  # (18,)
 assert np.array_equal(by_hand, library)
 assert np.array_equal(nibbles(packed), q4)  # minigemma's unpacking: low nibbles first, then high
 back4 = np.float32(np.float16(d4)) * (q4.astype(np.float32) - 8)  # (32,)
@@ -280,8 +280,9 @@ for name in ("Q8_0", "Q4_0", "Q4_K"):
     predicted = relative_rms(steps(m), W) * UNIFORM_RMS  # the error is proportional to the step
     print(f"  {name}: measured {matrix_error[name]:.2%}, read from its steps {predicted:.2%}")
 if k_layer is not None:  # the file's own Q4_K: no original to measure against, only its steps
-    print(f"  Q4_K as llama.cpp stored layer {k_layer}'s down_proj: read from its steps {relative_rms(steps(down_k), down_k.f32()) * UNIFORM_RMS:.2%}")
-assert matrix_error["Q8_0"] < matrix_error["Q4_K"] < matrix_error["Q4_0"]  # more bits, less error; fitted grids, less error
+    reading = relative_rms(steps(down_k), down_k.f32()) * UNIFORM_RMS
+    print(f"  Q4_K as llama.cpp stored layer {k_layer}'s down_proj: read from its steps {reading:.2%}")
+assert matrix_error["Q8_0"] < matrix_error["Q4_K"] < matrix_error["Q4_0"]  # more bits, less error; a fitted grid, less
 
 # %% [markdown]
 # Each bit halves the step, so 4 bits less means 16 times the error: Q8_0 keeps the weights to
