@@ -497,10 +497,11 @@ save(fig, "15_bytes_per_token")
 #
 # transformers' GGUF loader (`load_gguf_checkpoint`) turns every tensor into float32 with the `gguf`
 # package's `dequantize`, written independently of minigemma's dequantizers. Here it gets the very
-# blocks of this lesson: the Q8_0 and Q4_0 blocks of the re-quantized layers, and the file's own
-# Q4_K, Q5_0, Q6_K and Q8_0 matrices; every value must be equal, bit for bit. Then the reference
-# model runs on the weights `gguf` dequantized from the Q4_0 variant's blocks, and its logits must
-# equal minigemma's Q4_0 model's, which multiplied by the same blocks in its own way.
+# blocks of this lesson: the one matrix in Q8_0, Q4_0 and Q4_K, the re-quantized layers 0 and 2,
+# and the file's own Q4_K, Q5_0, Q6_K and Q8_0 matrices of those layers; every value must be equal,
+# bit for bit. Then the reference model runs on the weights `gguf` dequantized from the Q4_0
+# variant's blocks, and its logits must equal minigemma's Q4_0 model's, which multiplied by the same
+# blocks in its own way.
 
 # %%
 if have_reference():
