@@ -10,7 +10,9 @@ a process of its own (so its peak RSS, VmHWM, is its own) loads it with `minigem
 left in the map, quantized), feeds a short prompt and decodes greedily, and measures:
 
 * load s, peak RSS, prefill and decode tokens/s; major page faults during decoding (a fault is a
-  page read from disk: the file no longer fits in the page cache beside everything else);
+  page read from disk: the file no longer fits in the page cache beside everything else). The
+  peak RSS counts the mapped file's pages a step touched (all of a dense model's); "private" is
+  the process's own memory (RssAnon) after decoding: what the model costs beyond the page cache;
 * the bytes one decode step reads (`decode_reads`): every layer matrix as stored, of the experts
   the top-k share, the tied embedding read whole as the head, the PLE projection, one row each of
   the embedding and of the PLE table;
@@ -150,6 +152,13 @@ def mem_available() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
 
 
+def rss_anon() -> int:
+    """This process's private memory now (RssAnon): the RSS without the mapped file's pages, which
+    the kernel can drop and read again."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+
+
 # ------------------------------------------------------------------------------- one file, one process
 
 def measure(path: str, n_prompt: int, n_new: int) -> dict:
@@ -172,14 +181,15 @@ def measure(path: str, n_prompt: int, n_new: int) -> dict:
         tokens.append(engine.step(tokens[-1]))
     decode_s = time.perf_counter() - start
     faults, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults, time.process_time() - cpu
-    peak = peak_rss_bytes()
+    peak, private = peak_rss_bytes(), rss_anon()
     reads = decode_reads(engine.model)
     flops = prefill_flops(engine.model, n_prompt)
     quant_types = [k for k in reads if k[0] == "Q"]
     return {
         "file_bytes": os.path.getsize(path), "mem_available": available, "load_s": load_s, "first_run_s": first_s,
         "prefill_s": prefill_s, "prefill_tok_s": n_prompt / prefill_s, "decode_tok_s": (n_new - 1) / decode_s,
-        "decode_s": decode_s, "decode_cpu_s": cpu, "decode_major_faults": faults, "peak_rss": peak, "tokens": tokens,
+        "decode_s": decode_s, "decode_cpu_s": cpu, "decode_major_faults": faults, "peak_rss": peak, "rss_anon": private,
+        "tokens": tokens,
         "reads": reads, "prefill_flops": flops, "gemv_weights_s": gemv_rates(quant_types), "gemm_gflops": gemm_gflops(),
         "config": summary(engine.model.config.text),
     }
@@ -225,24 +235,25 @@ def bound(r: dict, roof: dict) -> str:
 
 
 def print_table(rows: dict, gb_s: float, args) -> None:
-    header = ["shape", "file", "write s", "load s", "peak RSS", "prefill tok/s", "decode tok/s", "GB read/token",
+    header = ["shape", "file", "write s", "load s", "peak RSS", "of it private", "prefill tok/s", "decode tok/s", "GB read/token",
               "roofline tok/s", "reached", "compute bound tok/s", "bound"]
     table = []
     for shape, r in rows.items():
-        if "timeout" in r:
-            table.append([shape, "-", "-", f"> {args.time_limit:.0f} (stopped)"] + ["-"] * 8)
+        if "timeout" in r or "error" in r:
+            stopped = f"> {args.time_limit:.0f} s (stopped)" if "timeout" in r else f"failed: {r['error']}"
+            table.append([shape] + ["-"] * 11 + [stopped])
             continue
         roof = rooflines(r, gb_s)
         table.append([
             shape, f"{r['file_bytes'] / GB:.2f} GB", f"{r.get('write_s', 0):.0f}", f"{r['load_s']:.1f}",
-            f"{r['peak_rss'] / GB:.2f} GB", f"{r['prefill_tok_s']:.1f}", f"{r['decode_tok_s']:.2f}",
+            f"{r['peak_rss'] / GB:.2f} GB", f"{r['rss_anon'] / GB:.2f} GB", f"{r['prefill_tok_s']:.1f}", f"{r['decode_tok_s']:.2f}",
             f"{roof['bytes_per_token'] / GB:.3f}", f"{roof['bandwidth_tok_s']:.2f}", f"{roof['reached']:.0%}",
             f"{roof['compute_tok_s']:.2f}", bound(r, roof),
         ])
     print(markdown_table(header, table))
     print()
     for shape, r in rows.items():
-        if "timeout" in r:
+        if "timeout" in r or "error" in r:
             continue
         roof = rooflines(r, gb_s)
         rates = ", ".join(f"{k} {v / 1e9:.1f} G weights/s" for k, v in r["gemv_weights_s"].items())
@@ -297,9 +308,12 @@ def main(argv=None) -> int:
         one = ["benchmarks.real_sizes", "--one", path, "--prompt", str(args.prompt), "--new", str(args.new)]
         try:
             rows[shape] = {**subprocess_json(one, args.threads, timeout=args.time_limit), "write_s": write_s}
+        except SystemExit as e:  # a shape that fails gets its row, the others still run
+            rows[shape] = {"error": str(e).strip().splitlines()[-1]}
         finally:
             if not args.keep:
                 os.remove(path)
+        print(json.dumps({shape: rows[shape]}), file=sys.stderr, flush=True)  # a row survives a later crash
     print()
     print_table(rows, gb_s, args)
     print(json.dumps({"bandwidth_gb_s": gb_s, "machine": m, "rows": rows}))

@@ -98,7 +98,7 @@ def test_real_sizes_benchmark_smoke_run(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in r.stdout.splitlines()
             if line.startswith(("| e2b-like", "| a4b-like"))}
-    assert set(rows) == {"e2b-like", "a4b-like"} and all(float(row[5]) > 0 and float(row[7]) > 0 for row in rows.values())
+    assert set(rows) == {"e2b-like", "a4b-like"} and all(float(row[6]) > 0 and float(row[8]) > 0 for row in rows.values())  # decode, roofline
     result = json.loads(r.stdout.splitlines()[-1])["rows"]
     assert len(result["a4b-like"]["tokens"]) == 3 and "8 experts top-2, k_eq_v" in result["a4b-like"]["config"]
     assert list(tmp_path.iterdir()) == []  # deleted after their rows
