@@ -144,3 +144,20 @@ def test_the_real_shapes_have_the_published_sizes():
     for name, count in published.items():
         tensors, _ = plan(gguf, published_dialect(SHAPES[name]), Q.Q4_0, Q.Q8_0)
         assert sum(int(np.prod(t.shape)) for t in tensors) == pytest.approx(count, rel=0.01), name
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q8_0"])
+def test_fast_quantizer_writes_the_gguf_packages_bytes(type_name):
+    """`fast_quants` against `gguf.quants.quantize`, byte for byte: drawn blocks, plus the edges of
+    the arithmetic (an all-zero block, ties at .5, equal magnitudes of both signs, tiny values)."""
+    from weights_tools.fast_quants import quantize
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 256), dtype=np.float32) - np.float32(0.5)) * np.float32(0.07)
+    x[0] = 0
+    x[1, :32] = np.arange(32, dtype=np.float32) - 16
+    x[2, :32] = np.float32(0.5) * np.arange(-16, 16, dtype=np.float32)
+    x[3, :32] = -x[2, :32]
+    x[4] = rng.standard_normal(256).astype(np.float32) * np.float32(1e-30)
+    x[5, :32] = np.where(np.arange(32) % 2 == 0, 1, -1)
+    np.testing.assert_array_equal(quantize(x, type_name), gguf.quants.quantize(x, Q[type_name]))

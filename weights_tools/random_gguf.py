@@ -7,7 +7,8 @@ For the real-size rows of the benchmarks (`benchmarks/real_sizes.py`): does mini
 decode the four Gemma 4 text models on a 24 GB machine, and how fast against the bandwidth roofline?
 The 31B in float32 would be 124 GB and its bf16 checkpoint 62 GB, so nothing passes through a
 Hugging Face checkpoint: each tensor is drawn with a seeded RNG a block of rows at a time,
-quantized (`gguf.quants.quantize`, the same code `minigemma quantize` uses) and appended; the
+quantized (Q4_0 / Q8_0 by `fast_quants`, bit for bit what `gguf.quants.quantize` -- the code
+`minigemma quantize` uses -- writes, 3x faster; other types by `gguf.quants`) and appended; the
 largest thing in memory is one tensor's quantized bytes (the 31B's embedding: 1.5 GB in Q8_0).
 
 The layout is `minigemma quantize`'s, i.e. llama.cpp's (`weights/gguf_write.py`: its metadata keys,
@@ -19,8 +20,9 @@ llama-quantize stores it in Q6_K, a K-quant our writer cannot write yet, so it g
 (Q8_0 by default: the closest we can write, 8.5 bits a weight against Q6_K's 6.56 -- the head is
 read whole every token, so this costs some decode speed against a llama.cpp file).
 
-Values, as `random_checkpoint` draws them: matrices N(0, 0.02), norm weights 1 + N(0, 0.1),
-scalars (`layer_scalar`, router scales) 1. Each block of rows has its own generator, seeded by
+Values: matrices uniform with `random_checkpoint`'s standard deviation 0.02 (a uniform draw takes a
+quarter of a normal's time, which was half the time of writing a file); norm weights 1 + N(0, 0.1)
+and scalars (`layer_scalar`, router scales) 1, as `random_checkpoint` draws them. Each block of rows has its own generator, seeded by
 (seed, tensor number, block number): the file is the same for any `--jobs`, and a test can draw a
 tensor again (`drawn_values`) and compare it with what minigemma reads back.
 
@@ -68,6 +70,7 @@ import numpy as np
 from minigemma.errors import MinigemmaError
 from minigemma.text.config import config_from_dict
 from minigemma.weights import gguf_write
+from weights_tools import fast_quants
 from weights_tools.random_checkpoint import PRESETS, expected_tensors, published_dialect, random_values
 
 VOCAB = 262144
@@ -113,6 +116,8 @@ SHAPES = {  # the published text configs (module docstring: where each number co
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "F32")
 HEAD = "token_embd.weight"  # the tied embedding: also the head
 LOG_VALUES = 1 << 27  # tensors this big get a progress line
+STD = 0.02  # random_checkpoint's standard deviation of a matrix value
+UNIFORM_WIDTH = STD * 12**0.5  # a uniform draw over this width has that standard deviation
 
 
 def vocabulary(size: int) -> tuple[list[str], list[float], list[int]]:
@@ -144,7 +149,11 @@ def drawn_values(t: gguf_write.PlannedTensor, number: int, chunk: int, seed: int
     step = chunk_rows(t.shape)
     n = min(step, rows - chunk * step)
     rng = np.random.default_rng([seed, number, chunk])
-    return random_values(t.source, (n, cols) if len(t.shape) > 1 else (cols,), rng).reshape(n, cols)
+    if len(t.shape) == 1:  # norm weights, scalars: as random_checkpoint draws them
+        return random_values(t.source, (cols,), rng).reshape(1, cols)
+    # matrices: uniform, of random_checkpoint's standard deviation (a uniform draw takes a quarter
+    # of a normal's time, which was half of writing the file)
+    return (rng.random((n, cols), dtype=np.float32) - np.float32(0.5)) * np.float32(UNIFORM_WIDTH)
 
 
 def tensor_values(t: gguf_write.PlannedTensor, number: int, seed: int) -> np.ndarray:
@@ -158,9 +167,12 @@ def tensor_values(t: gguf_write.PlannedTensor, number: int, seed: int) -> np.nda
 
 def _stored_chunk(args) -> bytes:
     t, number, chunk, seed = args
+    values = drawn_values(t, number, chunk, seed)
+    if t.qtype.name in fast_quants.KERNELS:  # the same bytes as gguf.quants, faster
+        return fast_quants.quantize(values, t.qtype.name).tobytes()
     import gguf
 
-    return gguf.quants.quantize(drawn_values(t, number, chunk, seed), t.qtype).view(np.uint8).tobytes()
+    return gguf.quants.quantize(values, t.qtype).view(np.uint8).tobytes()
 
 
 def stored(gguf, t: gguf_write.PlannedTensor, number: int, seed: int, pool) -> np.ndarray:
