@@ -144,7 +144,8 @@ def chunk_rows(shape) -> int:
 
 
 def drawn_values(t: gguf_write.PlannedTensor, number: int, chunk: int, seed: int) -> np.ndarray:
-    """Rows chunk*R .. (chunk+1)*R of tensor `number` (its place in the file) as float32 (rows, cols)."""
+    """Rows chunk*R .. (chunk+1)*R of tensor `number` (its place in the file) as float32 (rows, cols);
+    a 1-D tensor is one row."""
     cols, rows = t.shape[-1], int(np.prod(t.shape[:-1], dtype=np.int64))
     step = chunk_rows(t.shape)
     n = min(step, rows - chunk * step)
@@ -197,39 +198,45 @@ def write_random_gguf(out: str, config: dict, type_name: str = "Q4_0", head_type
     config = published_dialect(config)
     Q = gguf.GGMLQuantizationType
     tensors, cfg = plan(gguf, config, Q[type_name], Q[head_type])
-    pieces, scores, types = vocabulary(config["vocab_size"])
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
     with gguf_write.quiet_gguf():
         w = gguf.GGUFWriter(os.fspath(out), "gemma4")
         try:
             for t in tensors:
                 w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), gguf_write.nbytes(gguf, t), raw_dtype=t.qtype)
-            w.add_type(gguf.GGUFType.MODEL)
-            w.add_name(f"random {name}")
-            gguf_write.add_arch_keys(gguf, w, config, cfg, "gemma4", gguf_write.file_type(gguf, type_name))
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            w.add_tokenizer_model("gemma4")
-            w.add_token_list(pieces)
-            w.add_token_scores(scores)
-            w.add_token_types(types)
-            w.add_bos_token_id(2)
-            w.add_eos_token_id(1)
-            w.add_pad_token_id(0)
-            w.add_unk_token_id(3)
-            w.add_add_bos_token(True)
+            add_metadata(gguf, w, config, cfg, type_name, name)
             w.write_header_to_file()
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
             start = time.perf_counter()
             for number, t in enumerate(tensors):
                 w.write_tensor_data(stored(gguf, t, number, seed, pool))
-                if log and t.shape and int(np.prod(t.shape)) >= LOG_VALUES:
+                if log and int(np.prod(t.shape)) >= LOG_VALUES:
                     log(f"  {t.name} {list(t.shape)} {t.qtype.name} ({time.perf_counter() - start:.0f} s)")
         finally:
             w.close()
             if pool:
                 pool.shutdown()
     return tensors
+
+
+def add_metadata(gguf, w, config: dict, cfg, type_name: str, name: str) -> None:
+    """`minigemma quantize`'s keys for the architecture, and the placeholder vocabulary."""
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(f"random {name}")
+    gguf_write.add_arch_keys(gguf, w, config, cfg, "gemma4", gguf_write.file_type(gguf, type_name))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    pieces, scores, types = vocabulary(config["vocab_size"])
+    w.add_tokenizer_model("gemma4")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    pad, eos, bos, unk = range(len(SPECIALS))
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_pad_token_id(pad)
+    w.add_unk_token_id(unk)
+    w.add_add_bos_token(True)
 
 
 def main(argv=None) -> int:
