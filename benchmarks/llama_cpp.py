@@ -197,8 +197,12 @@ class Minigemma:
         self.vocab = self.model.config.text.vocab_size
 
     def prefill(self, ids):
+        """As `generate` does (and llama-bench): the last position's logits only, not the prompt's
+        (128 x 262,144 float32 logits would be 134 MB and a head product per position)."""
+        from minigemma.generate.loop import prefill
+
         self.cache = self.model.new_cache()
-        return int(self.model.extend(ids, self.cache)[-1].argmax())
+        return int(prefill(self.model, ids, self.cache).argmax())
 
     def step(self, token: int) -> int:
         import numpy as np

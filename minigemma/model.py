@@ -19,10 +19,12 @@ from functools import cached_property
 import numpy as np
 
 from .generate import loop as generation
+from .audio.features import FeatureConfig
 from .audio.tower import audio_soft_tokens, load_audio_tower
 from .generate.cache import KVCache, new_cache
 from .weights.checkpoint import Checkpoint
 from .weights.gguf import MAGIC as GGUF_MAGIC
+from .weights.gguf_mmproj import multimodal_config, open_mmproj
 from .weights.gguf_weights import open_gguf
 from .text.config import ModelConfig, config_from_dict
 from .errors import CheckpointError, ConfigError, InputError
@@ -232,7 +234,8 @@ class Model:
         return load_tokenizer(self.path)
 
     def generate(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
+                 images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None,
+                 kv_cache_dtype=np.float32):
         """Continue `prompt`. A str (or a list of chat messages, rendered with the checkpoint's chat
         template) -> the new text; a sequence of token ids -> np.ndarray of the new ids (the stop
         token included, when one ended the generation). `temperature=0`: greedy; unset sampling
@@ -246,15 +249,18 @@ class Model:
         drafts are accepted; `draft_tokens`: drafts per round (default: its num_assistant_tokens).
         `videos`: an animated GIF, a folder of frames, an MP4/WebM (with the `video` extra) or frames
         (n, h, w, 3) uint8, one per `<|video|>` mark of a str prompt (no marks: in front); 32 frames
-        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`)."""
+        are sampled, each worth 70 soft tokens after its mm:ss timestamp (`vision/video.py`).
+        `kv_cache_dtype`: how the KV cache stores keys and values, float32 or float16 (half the
+        memory; widened inside the attention kernels), as a dtype or its name."""
         return generation.generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                   audio, assistant, draft_tokens, videos)
+                                   audio, assistant, draft_tokens, videos, kv_cache_dtype)
 
     def stream(self, prompt, max_new_tokens: int = generation.DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None,
-               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None):
+               images=None, max_soft_tokens: int = DEFAULT_SOFT_TOKENS, audio=None, assistant=None, draft_tokens=None, videos=None,
+               kv_cache_dtype=np.float32):
         """Like `generate`, but yields the new text piece by piece as it is decoded."""
         return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens,
-                                 audio, assistant, draft_tokens, videos)
+                                 audio, assistant, draft_tokens, videos, kv_cache_dtype)
 
     def __repr__(self) -> str:
         t = self.config.text
@@ -296,16 +302,19 @@ def split_by_row(batch: np.ndarray, soft: list) -> list[list]:
     return rows
 
 
-def load(path: str | os.PathLike | None = None, kernels: bool | None = None) -> Model:
-    """Load a checkpoint directory (Hugging Face layout). No path: the embedded default model.
+def load(path: str | os.PathLike | None = None, kernels: bool | None = None, mmproj: str | os.PathLike | None = None) -> Model:
+    """Load a checkpoint directory (Hugging Face layout) or a GGUF file. No path: the embedded default model.
 
     `kernels`: run the hot loops with the Numba kernels (and keep weights as stored) or with
-    the NumPy twins; None: the MINIGEMMA_KERNELS environment variable decides, default on."""
+    the NumPy twins; None: the MINIGEMMA_KERNELS environment variable decides, default on.
+    `mmproj`: with a GGUF model, llama.cpp's companion file holding its vision / audio towers."""
     if path is None:
         path = default_model_path()
     path = os.fspath(path)
     if is_gguf(path):
-        return load_gguf(path, kernels)
+        return load_gguf(path, kernels, mmproj)
+    if mmproj is not None:
+        raise InputError(f"mmproj: {os.fspath(mmproj)} goes with a GGUF model; {path} is a checkpoint directory, whose towers are in it")
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: not a directory (expected a checkpoint directory with config.json, or a .gguf file)")
     config = load_model_config(path)
@@ -335,19 +344,41 @@ def is_gguf(path: str) -> bool:
         return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
 
 
-def load_gguf(path: str, kernels: bool | None = None) -> Model:
+def load_gguf(path: str, kernels: bool | None = None, mmproj: str | os.PathLike | None = None) -> Model:
     """A GGUF file as llama.cpp writes it (`gemma4` / `gemma3` text models): config from its
-    metadata, tensors left in the memory-mapped file, tokenizer from its metadata (`weights/gguf*.py`)."""
+    metadata, tensors left in the memory-mapped file, tokenizer from its metadata (`weights/gguf*.py`);
+    with `mmproj`, the vision / audio towers from llama.cpp's companion file (`weights/gguf_mmproj.py`)."""
     raw, ckpt = open_gguf(path)
+    towers = None
+    if mmproj is not None:
+        if raw["model_type"] != "gemma4_text":
+            raise CheckpointError(f"{path}: an mmproj goes with a gemma4 model, this one is {raw['model_type']!r}")
+        vision_raw, audio_raw, mels, towers = open_mmproj(os.fspath(mmproj), raw["hidden_size"])
+        raw = multimodal_config(raw, ckpt.file.metadata, vision_raw, audio_raw)
     try:
         config = config_from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     chosen = backend(kernels)
     ckpt.linear, ckpt.quant_linear = chosen.linear, chosen.quant_linear
-    weights = load_text(ckpt, config.text, TEXT_PREFIX[config.model_type], HEAD_NAME)
+    weights = load_text(ckpt, config.text, "model", HEAD_NAME)
     _check_unexpected(ckpt, config)
-    return Model(config, weights, path, backend=chosen, gguf_metadata=ckpt.file.metadata)
+    vision = audio = None
+    if towers is not None:
+        vision, audio = load_mmproj_towers(towers, config, mels)
+    return Model(config, weights, path, vision=vision, audio=audio, backend=chosen, gguf_metadata=ckpt.file.metadata)
+
+
+def load_mmproj_towers(towers, config: ModelConfig, mels: int | None):
+    """The vision / audio towers of an mmproj file (`open_mmproj`); a config the file implies that the
+    towers cannot run is an error of that file."""
+    try:
+        vision = load_vision_tower(towers, config.vision, config.text.hidden_size) if config.vision is not None else None
+        audio = load_audio_tower(towers, config, None, FeatureConfig(feature_size=mels)) if config.audio is not None else None
+    except ConfigError as e:
+        raise CheckpointError(f"{towers.directory}: {e}") from None
+    _check_unexpected(towers, config)
+    return vision, audio
 
 
 def default_model_path(name: str = "tiny") -> str:

@@ -88,6 +88,32 @@ def test_kv_cache_sizes_are_those_of_a_filled_cache():
         assert cache.nbytes == cache_bytes(cfg, n, dtype)
 
 
+def test_gemv_benchmark_times_the_shapes_a_decode_step_multiplies(tmp_path, monkeypatch, capsys):
+    """`benchmarks.gemv` lists exactly the weight shapes the kernels' `linear` gets one row for in
+    a real decode step (recorded through `gemv_choice`), and its table says what that rule picks."""
+    import numpy as np
+
+    import minigemma
+    import minigemma.kernels.linear as kernel_linear
+    from benchmarks import gemv
+    from weights_tools.random_checkpoint import PRESETS, write_random_checkpoint
+
+    config = dict(PRESETS["tiny"])
+    model = minigemma.load(write_random_checkpoint(str(tmp_path), config), kernels=True)
+    cache = model.new_cache()
+    model.extend(np.arange(3, 10), cache)
+    seen, choose = set(), kernel_linear.gemv_choice
+    monkeypatch.setattr(kernel_linear, "gemv_choice", lambda rows, shape, dtype: seen.add(tuple(shape)) or choose(rows, shape, dtype))
+    model.extend(np.array([11]), cache)
+    assert seen == set(gemv.decode_shapes(config))
+    assert gemv.main(["--configs", "tiny", "--repeats", "1"]) == 0
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == len(gemv.decode_shapes(gemv.config_dicts(["tiny"])["tiny"]))
+    for row in rows:
+        shape = tuple(int(n) for n in row[1].split(" x "))
+        assert row[6] == choose(1, shape, np.float32) and row[9] == choose(1, shape, np.uint16)
+
+
 def test_real_sizes_benchmark_smoke_run(tmp_path):
     """`benchmarks.real_sizes` on toy sizes of the E2B and 26B-A4B layouts: each file written,
     loaded and decoded in its own process, a row each with its roofline, the files removed."""

@@ -151,3 +151,28 @@ def test_restore_returns_to_a_saved_state(data):
     assert rewound.length == straight.length == len(before)
     for chunk in after:
         np.testing.assert_allclose(model.extend(chunk, rewound), model.extend(chunk, straight), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25)
+@given(window=st.integers(1, 9), lookback=st.integers(0, 3), chunks=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+       rollback=st.integers(0, 12))
+def test_ring_returns_what_it_holds_oldest_first_then_the_new(window, lookback, chunks, rollback):
+    """What `SlidingKV.update` hands attention is the last `capacity` positions fed before this
+    update, oldest first, then the new ones, keys and values matching their positions (each
+    token's key is its position), also after a rollback; `held` agrees."""
+    ring, fed = SlidingKV(window, 1, 2, lookback=lookback), []
+    for size in chunks:
+        new = np.arange(len(fed), len(fed) + size)
+        before = fed[max(0, len(fed) - ring.capacity):] if ring.capacity else []
+        k, v, pos = ring.update(new[:, None, None] * np.ones((1, 1, 2), np.float32), -new[:, None, None] * np.ones((1, 1, 2), np.float32), new)
+        note(f"capacity {ring.capacity}, before {before}, new {new.tolist()}, got {pos.tolist()}")
+        np.testing.assert_array_equal(pos, [*before, *new])
+        np.testing.assert_array_equal(k[:, 0, 0], pos)
+        np.testing.assert_array_equal(v[:, 0, 1], -pos)
+        fed += new.tolist()
+        n = min(rollback, size)
+        ring.rollback(n)
+        fed = fed[: len(fed) - n]
+        held_k, _, held_pos = ring.held()
+        np.testing.assert_array_equal(held_pos, fed[max(0, len(fed) - ring.capacity):] if ring.capacity else [])
+        np.testing.assert_array_equal(held_k[:, 0, 0], held_pos)

@@ -35,7 +35,10 @@ import minigemma
 from minigemma.cli import main
 from minigemma.errors import CheckpointError, ConfigError, InputError
 from minigemma.text.config import load_config
-from minigemma.weights.gguf_write import TYPES, write_gguf
+from minigemma.weights.gguf_write import write_gguf
+from minigemma.weights.gguf_write_types import BLOCK_TYPES, CONVERTER_TYPES
+
+TYPES = CONVERTER_TYPES + BLOCK_TYPES  # the K-quants and their mixes: test_gguf_write_k.py
 
 CONVERTED = json.loads(LISTINGS.read_text())["cases"]
 Q = gguf.GGMLQuantizationType
@@ -70,7 +73,7 @@ def test_4_and_5_bit_files_equal_llama_quantize_output(case_type, checkpoints, t
     """The types the converter does not write: llama-quantize's file made from the converter's F32
     one has our keys and values (in its own order) and our tensors byte for byte, but one: it stores
     the head (`output`, or `token_embd` when tied) in Q6_K, or Q8_0 when its rows are too short for
-    Q6_K's 256-value blocks, and we in the chosen type (the gguf package writes no K-quants)."""
+    Q6_K's 256-value blocks, and we in the chosen type (every matrix in it, as `llama-quantize --pure`)."""
     case, type_name = case_type.split("/")
     out = tmp_path / "out.gguf"
     quantize(checkpoints[case], out, type_name)
@@ -266,7 +269,7 @@ def test_other_architectures_are_refused(checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--type", "Q4_K"], "invalid choice: 'Q4_K'"),
+    (["--type", "Q3_K"], "invalid choice: 'Q3_K'"),
     (["--type", "Q8_0", "--nope"], "unrecognized arguments"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, message, checkpoints, tmp_path):

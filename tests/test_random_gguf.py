@@ -32,6 +32,7 @@ from weights_tools.random_gguf import SHAPES, plan, tensor_values, write_random_
 Q = gguf.GGMLQuantizationType
 REAL = ("e2b", "e4b", "26b-a4b", "31b")
 F16_EPS = 2.0**-11  # float16's relative rounding error
+K_RMS = 0.1  # a 4-bit code of uniform values: about 1/16 / sqrt(3) of their RMS, 3.6%
 F16_TINY = 2.0**-25  # and its absolute one below the normal range (half the subnormal spacing)
 
 
@@ -142,7 +143,7 @@ def test_the_real_shapes_have_the_published_sizes():
     its PLE table, 26B-A4B 25.2 B, 31B 30.7 B), and the file stays Q4_0-sized."""
     published = {"e2b": 4.6e9, "26b-a4b": 25.2e9, "31b": 30.7e9}
     for name, count in published.items():
-        tensors, _ = plan(gguf, published_dialect(SHAPES[name]), Q.Q4_0, Q.Q8_0)
+        tensors, _ = plan(gguf, published_dialect(SHAPES[name]), "Q4_0", "Q8_0")
         assert sum(int(np.prod(t.shape)) for t in tensors) == pytest.approx(count, rel=0.01), name
 
 
@@ -175,3 +176,25 @@ def test_kernels_equal_the_numpy_twins_at_the_real_depth(written):
 def _logits(path, kernels: bool, ids) -> np.ndarray:
     model = minigemma.load(str(path), kernels=kernels)
     return model.extend(ids, model.new_cache())
+
+
+def test_a_k_quant_mix_reads_back_close_to_what_was_drawn(tmp_path):
+    """`--type Q4_K_M`: the mix's types (`gguf_write_types`: Q4_K, the head and PLE table and some
+    ffn_down in Q6_K, narrow rows falling back), each tensor dequantized by minigemma within a few
+    percent (RMS) of the values drawn, and the file loads with its shape's config."""
+    config = dict(scaled("e2b"), hidden_size=256, intermediate_size=256)
+    path = tmp_path / "mix.gguf"
+    tensors = write_random_gguf(path, config, "Q4_K_M", None, seed=5)
+    file = GGUFFile(path)
+    for number, t in enumerate(tensors):
+        stored = file.tensors[t.name]
+        got = dequantize(file.raw(stored), stored.type, t.shape[-1]).reshape(t.shape)
+        drawn = tensor_values(t, number, seed=5)
+        if t.qtype == Q.F32:
+            np.testing.assert_array_equal(got, drawn, err_msg=t.name)
+            continue
+        rms = np.sqrt(np.mean((got - drawn) ** 2) / np.mean(drawn**2))
+        assert rms < K_RMS, f"{t.name} {t.qtype.name}: relative RMS error {rms}"
+    assert {Q.Q4_K, Q.Q6_K} <= {t.qtype for t in tensors}
+    assert file.tensors["token_embd.weight"].type.name == "Q6_K"
+    assert minigemma.load(str(path)).config.text.num_kv_shared_layers == 20

@@ -10,22 +10,11 @@ A GGUF carries no tokenizer file, only llama.cpp's record of one in its metadata
                                   SentencePiece's own `ModelProto.SentencePiece.Type` numbers
     tokenizer.ggml.{bos,eos,unknown,padding}_token_id, add_bos_token, add_eos_token, add_space_prefix
 
-which is everything a SentencePiece `ModelProto` holds, so we write one back, with three repairs
-that make it encode exactly as the reference (transformers' GGUF tokenizer) does:
-
-* llama.cpp stores a piece made only of spaces ("   ") with real spaces, where SentencePiece,
-  which turns every space into "▁" before it looks anything up, needs "▁▁▁"; and such a piece is
-  user-defined in the file (matched whole, longest first), but the reference merges runs of "▁"
-  like any other BPE piece, so it becomes a normal piece here (a run of 33 spaces: 16 + 17, not 31 + 2);
-* a BPE piece's merge priority is its position in the file (Gemma's merge order); the file's
-  scores of normal pieces follow it, shifted, and a respelled space piece gets the same rule, so
-  every normal piece's score is written as minus its id;
-* SentencePiece wants exactly one UNKNOWN piece; llama.cpp records Gemma's `<unk>` as control.
-
-The normaliser is Gemma's: no dummy prefix space (unless the file says `add_space_prefix`), spaces
-kept as they come (no collapsing), escaped as "▁". Control pieces (`<bos>`, `<start_of_turn>`, ...)
-go into `tokenizer_config.json` as special tokens, as Hugging Face writes them, so a loader matches
-them whole in a prompt.
+which is everything a SentencePiece `ModelProto` holds, so we write one back: the bytes
+`minigemma.weights.sentencepiece_model` builds (with the repairs that make it encode exactly as the
+reference, transformers' GGUF tokenizer, does), which is also what `minigemma.load("x.gguf")`
+reads in memory. Control pieces (`<bos>`, `<start_of_turn>`, ...) go into `tokenizer_config.json`
+as special tokens, as Hugging Face writes them, so a loader matches them whole in a prompt.
 """
 
 from __future__ import annotations
@@ -34,9 +23,8 @@ import json
 import os
 
 from minigemma.errors import ConfigError
+from minigemma.weights.sentencepiece_model import CONTROL, UNKNOWN, USER_DEFINED, gguf_vocabulary, model_proto
 
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-SPACE, WORD_BOUNDARY = " ", "\u2581"  # SentencePiece writes a space as "▁"
 SUPPORTED_TOKENIZERS = ("llama",)  # llama.cpp's name for a SentencePiece vocabulary
 SPECIAL_IDS = {  # tokenizer_config.json name -> GGUF metadata key
     "bos_token": "tokenizer.ggml.bos_token_id",
@@ -44,11 +32,6 @@ SPECIAL_IDS = {  # tokenizer_config.json name -> GGUF metadata key
     "unk_token": "tokenizer.ggml.unknown_token_id",
     "pad_token": "tokenizer.ggml.padding_token_id",
 }
-
-
-def sentencepiece_spelling(piece: str) -> str:
-    """A piece of spaces only, as SentencePiece looks it up: "   " -> "▁▁▁"."""
-    return WORD_BOUNDARY * len(piece) if piece and set(piece) == {SPACE} else piece
 
 
 def write_tokenizer(meta: dict, out: str) -> None:
@@ -64,14 +47,9 @@ def write_tokenizer(meta: dict, out: str) -> None:
             f"{len(tokens or ())} / {len(scores or ())} / {len(types or ())}"
         )
     specials = {name: tokens[meta[key]] for name, key in SPECIAL_IDS.items() if meta.get(key) is not None}
-    pieces = [sentencepiece_spelling(t) for t in tokens]
-    types = [NORMAL if p != t else int(k) for p, t, k in zip(pieces, tokens, types)]  # respelled: merged
-    scores = [-float(i) if k == NORMAL else float(s) for i, (s, k) in enumerate(zip(scores, types))]
-    unk = meta.get(SPECIAL_IDS["unk_token"])
-    if unk is not None:
-        types[unk] = UNKNOWN
+    pieces, scores, types, special_ids = gguf_vocabulary(meta)  # respelled space pieces: normal, <unk>: unknown
     with open(os.path.join(out, "tokenizer.model"), "wb") as f:
-        f.write(sentencepiece_model(pieces, scores, types, meta).SerializeToString())
+        f.write(model_proto(pieces, scores, types, special_ids, bool(meta.get("tokenizer.ggml.add_space_prefix", False))))
 
     added = {
         str(i): {"content": t, "special": t_type in (CONTROL, UNKNOWN), "lstrip": False, "normalized": False,
@@ -90,29 +68,6 @@ def write_tokenizer(meta: dict, out: str) -> None:
         settings["chat_template"] = meta["tokenizer.chat_template"]
     write_json(os.path.join(out, "tokenizer_config.json"), settings)
     write_json(os.path.join(out, "special_tokens_map.json"), specials)
-
-
-def sentencepiece_model(pieces, scores, types, meta: dict):
-    """The `ModelProto` of a BPE SentencePiece model with byte fallback."""
-    from sentencepiece import sentencepiece_model_pb2 as sp  # needs `protobuf`: a weights_tools dependency
-
-    model = sp.ModelProto()
-    for text, score, kind in zip(pieces, scores, types):
-        piece = model.pieces.add()
-        piece.piece, piece.score, piece.type = text, score, kind
-    trainer = model.trainer_spec
-    trainer.model_type = sp.TrainerSpec.BPE
-    trainer.vocab_size = len(pieces)
-    trainer.byte_fallback = BYTE in types
-    for name, key in SPECIAL_IDS.items():  # unk_id, bos_id, eos_id, pad_id (-1: none)
-        value = meta.get(key)
-        setattr(trainer, name.replace("_token", "_id"), -1 if value is None else int(value))
-    normalizer = model.normalizer_spec
-    normalizer.name = "identity"
-    normalizer.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
-    normalizer.remove_extra_whitespaces = False
-    normalizer.escape_whitespaces = True
-    return model
 
 
 def write_json(path: str, value) -> None:

@@ -8,17 +8,19 @@ decode the four Gemma 4 text models on a 24 GB machine, and how fast against the
 The 31B in float32 would be 124 GB and its bf16 checkpoint 62 GB, so nothing passes through a
 Hugging Face checkpoint: each tensor is drawn with a seeded RNG a block of rows at a time,
 quantized (Q4_0 / Q8_0 by `fast_quants`, bit for bit what `gguf.quants.quantize` -- the code
-`minigemma quantize` uses -- writes, 3x faster; other types by `gguf.quants`) and appended; the
+`minigemma quantize` uses -- writes, 3x faster; other types by `minigemma quantize`'s own
+`gguf_write.quantize_rows`) and appended; the
 largest thing in memory is one tensor's quantized bytes (the 31B's embedding: 1.5 GB in Q8_0).
 
 The layout is `minigemma quantize`'s, i.e. llama.cpp's (`weights/gguf_write.py`: its metadata keys,
 tensor names and per-tensor type rules are called, not copied): matrices in `--type`; 1-D tensors,
 norms, the router and, under Q4_0 / Q5_x, `per_layer_model_proj` in F32 (llama-quantize's rules);
-the PLE table (`per_layer_token_embd`) in `--type` like any matrix (llama-quantize quantizes it
-with the file's type). The tied embedding, which is also the head, is where we differ by necessity:
-llama-quantize stores it in Q6_K, a K-quant our writer cannot write yet, so it gets `--head-type`
-(Q8_0 by default: the closest we can write, 8.5 bits a weight against Q6_K's 6.56 -- the head is
-read whole every token, so this costs some decode speed against a llama.cpp file).
+the PLE table (`per_layer_token_embd`) in `--type` like any matrix. `--type Q4_K_M` / `Q5_K_M`
+write llama-quantize's mixes (`gguf_write_types`, head and PLE table in Q6_K included). Under the
+32-value types the tied embedding, which is also the head, gets `--head-type`, Q8_0 by default:
+llama-quantize stores it in Q6_K (`--head-type Q6_K`), which our writer could not write when the
+benchmark rows below were measured (Q8_0 is 8.5 bits a weight against Q6_K's 6.56; the head is read
+whole every token).
 
 Values: matrices uniform with `random_checkpoint`'s standard deviation 0.02 (a uniform draw takes a
 quarter of a normal's time, which was half the time of writing a file); norm weights 1 + N(0, 0.1)
@@ -70,6 +72,8 @@ import numpy as np
 from minigemma.errors import MinigemmaError
 from minigemma.text.config import config_from_dict
 from minigemma.weights import gguf_write
+from minigemma.weights.gguf_write_types import TYPES, storage_types
+from minigemma.weights.quants_k import K_QUANTIZERS
 from weights_tools import fast_quants
 from weights_tools.random_checkpoint import PRESETS, expected_tensors, published_dialect, random_values
 
@@ -113,8 +117,10 @@ SHAPES = {  # the published text configs (module docstring: where each number co
     "e2b-like": {**PRESETS["e2b-like"], "rope_parameters": ROPE},
     "a4b-like": {**PRESETS["a4b-like"], "rope_parameters": ROPE},
 }
-TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "F32")
+HEAD_TYPES = ("Q8_0", "Q6_K", "Q4_0", "F16", "F32")
 HEAD = "token_embd.weight"  # the tied embedding: also the head
+DEFAULT_HEAD = "Q8_0"  # under the 32-value 4/5-bit types (module docstring)
+BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")
 LOG_VALUES = 1 << 27  # tensors this big get a progress line
 STD = 0.02  # random_checkpoint's standard deviation of a matrix value
 UNIFORM_WIDTH = STD * 12**0.5  # a uniform draw over this width has that standard deviation
@@ -125,29 +131,34 @@ def vocabulary(size: int) -> tuple[list[str], list[float], list[int]]:
     return pieces, [0.0] * size, [CONTROL] * len(SPECIALS) + [UNUSED] * (size - len(SPECIALS))
 
 
-def plan(gguf, config: dict, qtype, head_qtype) -> tuple[list[gguf_write.PlannedTensor], object]:
-    """(every tensor of the file in writing order, the parsed text config). A tensor's `source`
-    is its Hugging Face name: what `drawn_values` seeds its values by."""
+def plan(gguf, config: dict, type_name: str, head_type: str | None) -> tuple[list[gguf_write.PlannedTensor], object]:
+    """(every tensor of the file in writing order, the parsed text config). Types: `minigemma
+    quantize`'s rules for `type_name` (`gguf_write_types.storage_types`), the tied head in
+    `head_type` when given. A tensor's `source` is its Hugging Face name."""
     cfg = config_from_dict(config).text
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA4, cfg.num_hidden_layers)
+    shapes = [(gguf_write.gguf_name(names, source, "gemma4"), source, shape) for source, shape in expected_tensors(config).items()]
+    kinds = storage_types([(name, shape) for name, _, shape in shapes], type_name, cfg.num_hidden_layers,
+                          int(config.get("num_experts") or 0))
+    Q = gguf.GGMLQuantizationType
     tensors = [gguf_write.rope_freqs(gguf, config, cfg)]
-    for source, shape in expected_tensors(config).items():
-        name = gguf_write.gguf_name(names, source, "gemma4")
-        kind = head_qtype if name == HEAD else qtype
-        tensors.append(gguf_write.PlannedTensor(name, source, shape, gguf_write.storage_type(gguf, name, shape, kind)))
+    for (name, source, shape), kind in zip(shapes, kinds):
+        kind = head_type if name == HEAD and head_type else kind
+        tensors.append(gguf_write.PlannedTensor(name, source, shape, Q[kind]))
     return tensors, cfg
 
 
-def chunk_rows(shape) -> int:
-    """Rows drawn (and seeded) together: 2**24 values, 64 MB of float32."""
-    return max(1, gguf_write.CHUNK_VALUES // shape[-1])
+def chunk_rows(t: gguf_write.PlannedTensor) -> int:
+    """Rows drawn (and seeded) together: as many as `minigemma quantize` quantizes at a time."""
+    values = gguf_write.K_CHUNK_VALUES if t.qtype.name in K_QUANTIZERS else gguf_write.CHUNK_VALUES
+    return max(1, values // t.shape[-1])
 
 
 def drawn_values(t: gguf_write.PlannedTensor, number: int, chunk: int, seed: int) -> np.ndarray:
     """Rows chunk*R .. (chunk+1)*R of tensor `number` (its place in the file) as float32 (rows, cols);
     a 1-D tensor is one row."""
     cols, rows = t.shape[-1], int(np.prod(t.shape[:-1], dtype=np.int64))
-    step = chunk_rows(t.shape)
+    step = chunk_rows(t)
     n = min(step, rows - chunk * step)
     rng = np.random.default_rng([seed, number, chunk])
     if len(t.shape) == 1:  # norm weights, scalars: as random_checkpoint draws them
@@ -162,7 +173,7 @@ def tensor_values(t: gguf_write.PlannedTensor, number: int, seed: int) -> np.nda
     if t.source is None:
         return t.values
     rows = int(np.prod(t.shape[:-1], dtype=np.int64))
-    chunks = -(-rows // chunk_rows(t.shape))
+    chunks = -(-rows // chunk_rows(t))
     return np.concatenate([drawn_values(t, number, c, seed) for c in range(chunks)]).reshape(t.shape)
 
 
@@ -173,7 +184,7 @@ def _stored_chunk(args) -> bytes:
         return fast_quants.quantize(values, t.qtype.name).tobytes()
     import gguf
 
-    return gguf.quants.quantize(values, t.qtype).view(np.uint8).tobytes()
+    return gguf_write.quantize_rows(gguf, values, t.qtype).tobytes()  # K-quants: minigemma quantize's own
 
 
 def stored(gguf, t: gguf_write.PlannedTensor, number: int, seed: int, pool) -> np.ndarray:
@@ -183,7 +194,7 @@ def stored(gguf, t: gguf_write.PlannedTensor, number: int, seed: int, pool) -> n
     if t.source is None:
         out[:] = gguf.quants.quantize(t.values.reshape(rows, -1), t.qtype).view(np.uint8).reshape(rows, -1)
         return out
-    step = chunk_rows(t.shape)
+    step = chunk_rows(t)
     jobs = [(t, number, c, seed) for c in range(-(-rows // step))]
     for c, data in enumerate(pool.map(_stored_chunk, jobs) if pool else map(_stored_chunk, jobs)):
         part = out[c * step : (c + 1) * step]
@@ -191,13 +202,12 @@ def stored(gguf, t: gguf_write.PlannedTensor, number: int, seed: int, pool) -> n
     return out
 
 
-def write_random_gguf(out: str, config: dict, type_name: str = "Q4_0", head_type: str = "Q8_0", seed: int = 0,
+def write_random_gguf(out: str, config: dict, type_name: str = "Q4_0", head_type: str | None = "Q8_0", seed: int = 0,
                       jobs: int = 1, log=None, name: str = "gemma4") -> list[gguf_write.PlannedTensor]:
     """Write `config` (a Gemma 4 text config.json dict) as a random GGUF at `out`; return its plan."""
     gguf = gguf_write.require_gguf()
     config = published_dialect(config)
-    Q = gguf.GGMLQuantizationType
-    tensors, cfg = plan(gguf, config, Q[type_name], Q[head_type])
+    tensors, cfg = plan(gguf, config, type_name, head_type)
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
     with gguf_write.quiet_gguf():
         w = gguf.GGUFWriter(os.fspath(out), "gemma4")
@@ -243,15 +253,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m weights_tools.random_gguf", description=__doc__.split("\n")[0])
     p.add_argument("out", help="the .gguf file to write")
     p.add_argument("--shape", choices=sorted(SHAPES), default="e2b")
-    p.add_argument("--type", default="Q4_0", choices=TYPES, help="the matrices' type (default Q4_0)")
-    p.add_argument("--head-type", default="Q8_0", choices=TYPES,
-                   help="the tied embedding / head (default Q8_0: llama-quantize's Q6_K is not writable here)")
+    p.add_argument("--type", default="Q4_0", choices=[t for t in TYPES if t != "BF16"],
+                   help="as `minigemma quantize --type` (default Q4_0; Q4_K_M: llama-quantize's mix, head included)")
+    p.add_argument("--head-type", default=None, choices=HEAD_TYPES,
+                   help="the tied embedding / head (default: Q8_0 under Q4_0 .. Q5_1, the type's own rule otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="processes quantizing at once (the file is the same for any)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        write_random_gguf(args.out, SHAPES[args.shape], args.type, args.head_type, args.seed, args.jobs,
+        head = args.head_type or (DEFAULT_HEAD if args.type in BLOCK_TYPES else None)
+        write_random_gguf(args.out, SHAPES[args.shape], args.type, head, args.seed, args.jobs,
                           log=lambda s: print(s, file=sys.stderr), name=args.shape)
     except (ValueError, MinigemmaError) as e:
         print(f"random_gguf: error: {e}", file=sys.stderr)

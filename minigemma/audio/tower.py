@@ -229,15 +229,18 @@ class AudioTower:
     features: FeatureConfig
 
 
-def load_audio_tower(ckpt: TensorSource, config, directory: str) -> AudioTower:
-    """The audio tower of a `gemma4` checkpoint (`config`: its `ModelConfig`) in `directory`."""
+def load_audio_tower(ckpt: TensorSource, config, directory: str | None, features: FeatureConfig | None = None) -> AudioTower:
+    """The audio tower of a `gemma4` checkpoint (`config`: its `ModelConfig`) in `directory`;
+    `features`: the extractor's settings when they do not come from the directory (a GGUF mmproj)."""
     try:
         cfg = audio_config_from_dict(config.audio)
     except ConfigError as e:
+        if directory is None:
+            raise  # the caller says which file
         raise ConfigError(f"{os.path.join(directory, 'config.json')}: {e}") from None
     weights = load_audio(ckpt, "model.audio_tower", cfg)
     embedder = load_embedder(ckpt, "model.embed_audio", cfg.output_proj_dims, config.text.hidden_size)
-    return AudioTower(cfg, weights, embedder, load_feature_config(directory))
+    return AudioTower(cfg, weights, embedder, features or load_feature_config(directory))
 
 
 def audio_soft_tokens(tower: AudioTower, input_features, input_features_mask, tap=no_tap) -> np.ndarray:

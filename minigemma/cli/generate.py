@@ -8,6 +8,8 @@ the tokens/s line go to stderr.
                                                   one user turn per line of stdin
     minigemma generate "Once upon a time" --model DIR --assistant ASSISTANT_DIR [--draft-tokens 4]
                                                   speculative decoding with an MTP assistant (chat too)
+    minigemma generate "..." --model DIR --kv-cache-dtype float16
+                                                  keys and values cached in float16: half the memory (chat too)
 
 Sampling flags are spelled as the ecosystem spells them (`--temperature 0` is greedy; unset ones
 take the checkpoint's generation_config.json values). Flags are checked before the model loads.
@@ -23,11 +25,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from ..errors import InputError
 from ..vision.image import DEFAULT_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS
+from ..generate.cache import STORAGE
 from ..generate.loop import DEFAULT_MAX_NEW_TOKENS
 from ..generate.sampling import check_sampling, load_generation_config, resolve
 
+KV_CACHE_DTYPES = tuple(np.dtype(t).name for t in STORAGE)  # float32 first: the default
 DIM, RESET = "\x1b[2m", "\x1b[0m"  # faint text for the thinking channel on a terminal
 THINKING_LABEL = "(thinking) "
 
@@ -40,6 +46,13 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens (0: all)")
     p.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely tokens holding probability P, in (0, 1]")
     p.add_argument("--seed", type=int, metavar="S", help="make sampling repeat exactly")
+
+
+def add_cache_flag(p) -> None:
+    p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=KV_CACHE_DTYPES[0],
+                   help="how the KV cache stores keys and values: float16 takes half the memory of float32 "
+                   "(widened inside the attention kernels; a long context's cache is mostly its global layers') "
+                   f"(default {KV_CACHE_DTYPES[0]})")
 
 
 def add_assistant_flags(p) -> None:
@@ -87,11 +100,11 @@ def check_flags(args) -> None:
         raise InputError(f"--assistant: {args.assistant}: not a directory (expected an assistant checkpoint directory)")
 
 
-def load_with_progress(path, kernels=None):
+def load_with_progress(path, kernels=None, mmproj=None):
     from ..model import load
 
     start = time.perf_counter()
-    model = load(path, kernels=kernels)
+    model = load(path, kernels=kernels, mmproj=mmproj)
     model.tokenizer  # a directory without a tokenizer fails here, before any prompt is read
     t = model.config.text
     print(f"minigemma: loaded {model.path} ({t.num_hidden_layers} layers, vocab {t.vocab_size}) "
@@ -158,6 +171,7 @@ def add_generate(sub) -> None:
                    "or before the prompt when it has none")
     add_assistant_flags(p)
     add_video_flag(p)
+    add_cache_flag(p)
     p.set_defaults(run=run_generate)
 
 
@@ -220,7 +234,7 @@ def run_generate(args) -> int:
 
     check_flags(args)
     text = read_prompt(args)
-    model = load_with_progress(args.model, args.kernels)
+    model = load_with_progress(args.model, args.kernels, args.mmproj)
     assistant, speculation = load_assistant_for(args, model), SpeculationStats()
     ids, soft = prompt_inputs(model, text, args)
     check_prompt_fits(model, len(ids))
@@ -236,7 +250,7 @@ def run_generate(args) -> int:
 
     start = time.perf_counter()
     new = new_ids(model, ids, sampling_for(args, model), max_new_tokens, stops, soft=soft, assistant=assistant,
-                  draft_tokens=args.draft_tokens, stats=speculation)
+                  draft_tokens=args.draft_tokens, stats=speculation, kv_cache_dtype=args.kv_cache_dtype)
     for piece in text_pieces(model.tokenizer, timed(new), stops):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -269,6 +283,7 @@ def add_chat(sub) -> None:
     add_assistant_flags(p)
     add_video_flag(p, "a video the first turn is about (repeatable; the chat template must write a mark for "
                       "{'type': 'video'} items)")
+    add_cache_flag(p)
     p.set_defaults(run=run_chat)
 
 
@@ -290,9 +305,9 @@ def run_chat(args) -> int:
     from ..model import default_chat_model_path
 
     check_flags(args)
-    model = load_with_progress(args.model if args.model is not None else default_chat_model_path(), args.kernels)
+    model = load_with_progress(args.model if args.model is not None else default_chat_model_path(), args.kernels, args.mmproj)
     chat = Conversation(model, sampling_for(args, model), args.max_new_tokens, args.system, args.think, args.max_soft_tokens,
-                        load_assistant_for(args, model), args.draft_tokens)
+                        load_assistant_for(args, model), args.draft_tokens, args.kv_cache_dtype)
     interactive = sys.stdin.isatty()
     dim = sys.stdout.isatty()
     while True:

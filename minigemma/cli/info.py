@@ -21,7 +21,7 @@ def add_info(sub) -> None:
 def run_info(args) -> int:
     from ..model import load
 
-    model = load(args.model, kernels=args.kernels)
+    model = load(args.model, kernels=args.kernels, mmproj=args.mmproj)
     for line in describe(model):
         print(line)
     return 0

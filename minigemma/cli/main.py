@@ -44,6 +44,7 @@ EXAMPLES = {
                 "minigemma compare ours.npz theirs.npz --atol 1e-3 --names 'layers.0.*'"],
     "lessons": ["minigemma lessons", "minigemma lessons 4 --out figures"],
     "quantize": ["minigemma quantize path/to/gemma-4 gemma-4.Q8_0.gguf --type Q8_0",
+                 "minigemma quantize path/to/gemma-4 gemma-4.Q4_K_M.gguf --type Q4_K_M",
                  "minigemma quantize path/to/gemma-3 gemma-3.Q4_0.gguf --type Q4_0"],
 }
 

@@ -83,7 +83,9 @@ def run_trace(args) -> int:
     if is_gguf(path):  # config and tokenizer live inside the file: load it once, here
         if args.reference:
             raise InputError(f"--reference: {path} is a GGUF file; the reference reads a Hugging Face checkpoint directory")
-        model = load(path)
+        model = load(path, mmproj=args.mmproj)
+    elif args.mmproj is not None:
+        raise InputError(f"--mmproj: goes with a .gguf --model; {path} is a checkpoint directory, whose towers are in it")
     if args.images or args.audio or args.videos:  # the processor's work: marks expanded, pixels and features made
         from ..generate.media_prompt import processor_inputs
 

@@ -66,10 +66,8 @@ class SlidingKV:
         position order, the attention kernel finds a query block's keys by binary search (a
         chunk of a long prompt then reads only the window of each block, not the whole ring)."""
         k, v = k.astype(self.keys.dtype, copy=False), v.astype(self.values.dtype, copy=False)  # as stored
-        slots = self._in_order()
-        k_all = np.concatenate([self.keys[slots], k])
-        v_all = np.concatenate([self.values[slots], v])
-        pos_all = np.concatenate([self.positions[slots], positions])
+        k_all, v_all, pos_all = (np.concatenate([*self._oldest_first(a), new]) for a, new in
+                                 ((self.keys, k), (self.values, v), (self.positions, positions)))
         keep = min(len(k), self.capacity)  # only the last window - 1 new tokens can be seen later
         slots = (self.written + np.arange(len(k) - keep, len(k))) % self.capacity if keep else np.zeros(0, np.int64)
         before = (self.keys[slots].copy(), self.values[slots].copy(), self.positions[slots].copy())
@@ -78,6 +76,14 @@ class SlidingKV:
             self.keys[slots], self.values[slots], self.positions[slots] = k[-keep:], v[-keep:], positions[-keep:]
         self.written += len(k)
         return k_all, v_all, pos_all
+
+    def _oldest_first(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The filled slots of `a`, oldest first, as two slices (from the oldest slot to the end,
+        then from the start): `_in_order`'s order without a gather, which a decode step, feeding
+        one token per layer, would pay for every layer."""
+        held = min(self.written, self.capacity)
+        oldest = self.written % self.capacity if self.written > self.capacity > 0 else 0
+        return a[oldest:held], a[:oldest]
 
     def _in_order(self) -> np.ndarray:
         """The filled slots, oldest first: (held,)."""
@@ -203,13 +209,25 @@ class KVCache:
             self.length -= n
 
 
+def storage_dtype(dtype) -> np.dtype:
+    """How keys and values are stored: float32 or float16, as a NumPy dtype or by name ("float16";
+    names are read as names, not as NumPy's codes, where "f16" would mean float128). No bfloat16:
+    Gemma 4's keys are RMS-normed and its values too (scale-free), so float16's range holds them,
+    and in the same two bytes its 10-bit mantissa keeps 8 times finer steps than bfloat16's 7."""
+    names = {np.dtype(t).name: np.dtype(t) for t in STORAGE}
+    found = names.get(dtype) if isinstance(dtype, str) else np.dtype(dtype) if np.dtype(dtype) in STORAGE else None
+    if found is None:
+        shown = repr(dtype) if isinstance(dtype, str) else np.dtype(dtype).name
+        raise ConfigError(f"KV cache dtype: expected one of {list(names)}, found {shown}")
+    return found
+
+
 def new_cache(cfg: TextConfig, dtype=np.float32, lookback: int = 0) -> KVCache:
     """An empty cache for a model, keys and values stored as `dtype` (float32, or float16: half
     the memory). Only causal models decode token by token: with bidirectional attention every
     token would also depend on the ones after it. `lookback`: positions the sliding rings keep
     beyond the window's own, for a drafter that reads further back (speculative decoding)."""
-    if np.dtype(dtype) not in STORAGE:
-        raise ConfigError(f"KV cache dtype: expected one of {[np.dtype(t).name for t in STORAGE]}, found {np.dtype(dtype).name}")
+    dtype = storage_dtype(dtype)
     if not cfg.is_causal:
         raise ConfigError(
             f"use_bidirectional_attention: expected a causal model (null or 'vision') to generate with, "

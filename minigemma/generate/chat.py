@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cache import storage_dtype
 from .chat_media import ChatMedia
 from .loop import check_prompt_fits, new_ids, prefill, stop_token_ids
 from ..vision.image import DEFAULT_SOFT_TOKENS
@@ -81,8 +82,10 @@ class Conversation:
     """History, template switches and one KV cache, turn after turn."""
 
     def __init__(self, model, sampling: Sampling, max_new_tokens: int, system: str | None = None, thinking: bool = False,
-                 max_soft_tokens: int = DEFAULT_SOFT_TOKENS, assistant=None, draft_tokens: int | None = None):
+                 max_soft_tokens: int = DEFAULT_SOFT_TOKENS, assistant=None, draft_tokens: int | None = None,
+                 kv_cache_dtype=np.float32):
         self.model = model
+        self.kv_cache_dtype = storage_dtype(kv_cache_dtype)  # how every cache of this chat stores keys and values
         # speculative decoding: the drafter, and the extra positions it reads from the cache's rings
         self.assistant = resolve_assistant(model, assistant) if assistant is not None else None
         self.draft_tokens, self.speculation = draft_tokens, SpeculationStats()
@@ -115,7 +118,7 @@ class Conversation:
             cache.restore(self.saved)
             self.cached = self.saved_ids
         else:
-            cache, self.cached = self.model.new_cache(lookback=self.lookback), []
+            cache, self.cached = self.model.new_cache(self.kv_cache_dtype, self.lookback), []
             self.saved, self.saved_ids = None, []  # a state of the old cache
         reused = len(self.cached)
         start = first = time.perf_counter()

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError
+from .cache import storage_dtype
 from .media_prompt import prompt_with_media
 from .sampling import Sampling, check_sampling, load_generation_config, resolve, sample
-from .speculative import resolve_assistant, speculative_ids
+from .speculative import lookback_for, resolve_assistant, speculative_ids
 from .tokenizer import TextStream, has_tokenizer
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the (chunk x keys) attention scores
@@ -71,8 +72,11 @@ def generate_ids(
 
 
 def new_ids(model, ids, sampling: Sampling, max_new_tokens: int, stop_ids=frozenset(), cache=None, soft=(), rng=None,
-            assistant=None, draft_tokens=None, stats=None) -> Iterator[int]:
-    """`generate_ids`, or speculative decoding (`speculative.speculative_ids`) with an assistant."""
+            assistant=None, draft_tokens=None, stats=None, kv_cache_dtype=np.float32) -> Iterator[int]:
+    """`generate_ids`, or speculative decoding (`speculative.speculative_ids`) with an assistant.
+    Without a `cache`, a new one storing keys and values as `kv_cache_dtype` (float32 or float16)."""
+    if cache is None:
+        cache = model.new_cache(kv_cache_dtype, lookback_for(model, assistant) if assistant is not None else 0)
     if assistant is None:
         return generate_ids(model, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng)
     return speculative_ids(model, assistant, ids, sampling, max_new_tokens, stop_ids, cache, soft, rng, draft_tokens, stats)
@@ -92,8 +96,9 @@ def check_prompt_fits(model, n: int) -> None:
 
 
 def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images=None, max_soft_tokens=None,
-           audio=None, videos=None):
+           audio=None, videos=None, kv_cache_dtype=np.float32):
     check_sampling(temperature, top_k, top_p, seed, max_new_tokens)
+    storage_dtype(kv_cache_dtype)  # a bad dtype fails now, not at the first piece
     ids, as_text, soft = prompt_with_media(model, prompt, images, max_soft_tokens, audio, videos)
     check_prompt_fits(model, len(ids))
     sampling = resolve(temperature, top_k, top_p, seed, load_generation_config(model.path))
@@ -101,14 +106,15 @@ def _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, image
 
 
 def generate(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-             max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None):
+             max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None, kv_cache_dtype=np.float32):
     """`Model.generate`: str / messages -> str; token ids -> np.ndarray of the new ids. With an
     `assistant` (a directory or an `Assistant`): speculative decoding (`speculative.py`)."""
     ids, as_text, sampling, stops, soft = _setup(
-        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio, videos
+        model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images, max_soft_tokens, audio, videos, kv_cache_dtype
     )
     assistant = resolve_assistant(model, assistant) if assistant is not None else None
-    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
+    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens,
+                     kv_cache_dtype=kv_cache_dtype)
     new = np.array(list(tokens), dtype=np.int64)
     if not as_text:
         return new
@@ -116,13 +122,14 @@ def generate(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=N
 
 
 def stream(model, prompt, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=None, top_k=None, top_p=None, seed=None, images=None,
-           max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None) -> Iterator[str]:
+           max_soft_tokens=None, audio=None, assistant=None, draft_tokens=None, videos=None, kv_cache_dtype=np.float32) -> Iterator[str]:
     """`Model.stream`: the text of `generate`, piece by piece. Arguments are checked now, not at
     the first piece."""
     ids, _, sampling, stops, soft = _setup(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, images,
-                                           max_soft_tokens, audio, videos)
+                                           max_soft_tokens, audio, videos, kv_cache_dtype)
     assistant = resolve_assistant(model, assistant) if assistant is not None else None
-    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens)
+    tokens = new_ids(model, ids, sampling, max_new_tokens, stops, soft=soft, assistant=assistant, draft_tokens=draft_tokens,
+                     kv_cache_dtype=kv_cache_dtype)
     return text_pieces(model.tokenizer, tokens, stops)
 
 

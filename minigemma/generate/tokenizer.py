@@ -37,11 +37,13 @@ class SentencePieceBackend:
     """`tokenizer.model` through the `sentencepiece` package. Special tokens are split off first
     (SentencePiece would read `<bos>` in a text as five characters)."""
 
-    def __init__(self, file: str, specials: dict[str, int], bos: int | None = None, eos: int | None = None):
+    def __init__(self, file: str, specials: dict[str, int], bos: int | None = None, eos: int | None = None,
+                 model_proto: bytes | None = None):
+        """`file`: a tokenizer.model, or where `model_proto` (the same bytes, built in memory) came from."""
         import sentencepiece as spm
 
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=file)
+            self.sp = spm.SentencePieceProcessor(**({"model_proto": model_proto} if model_proto is not None else {"model_file": file}))
         except (OSError, RuntimeError) as e:
             raise ConfigError(f"{file}: cannot read the SentencePiece model ({e})") from None
         self.specials = specials
@@ -242,7 +244,12 @@ def load_gguf_tokenizer(path: str, metadata: dict) -> Tokenizer:
     from ..weights.gguf_tokenizer import gguf_tokenizer
 
     t = gguf_tokenizer(metadata, path)
-    return Tokenizer(path, TokenizersBackend.wrap(t.backend), t.named, t.specials, t.chat_template)
+    if t.sentencepiece is not None:
+        bos = t.specials[t.named["bos_token"]] if t.add_bos else None
+        backend = SentencePieceBackend(path, t.specials, bos, model_proto=t.sentencepiece)
+    else:
+        backend = TokenizersBackend.wrap(t.backend)
+    return Tokenizer(path, backend, t.named, t.specials, t.chat_template)
 
 
 def _token_text(value) -> str | None:

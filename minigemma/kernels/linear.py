@@ -14,6 +14,22 @@ the same rate; but a decode step makes about a hundred such calls, and between t
 came out 15-30% ahead (benchmarks/README.md). The choice depends on the shape alone, never on
 the machine's load, so the same prompt gives the same bits.
 
+The rule for one row (a decode step), `gemv_choice`, by the shape alone:
+
+    float32 weights, >= PARALLEL_MIN_WORK values (4M: small-e2b-like's and E2B's MLPs, global
+        q/o, PLE projection, head)                         -> OpenBLAS (2 threads)
+    float32 weights, fewer values (tiny's, every k/v, sliding q/o)  -> this GEMV, serial
+    bf16 weights                    -> this GEMV, parallel from PARALLEL_MIN_WORK values, else serial
+
+`python -m benchmarks.gemv` times every candidate on every decode shape of tiny, small-e2b-like
+and E2B (benchmarks/README.md, 2026-12-05, measured on the shared machine, busy: load 6-9 on 2
+cores). Up to ~0.5M values (tiny's matrices, 256 x 1536) the serial GEMV was as fast as OpenBLAS
+or faster on every shape, 1 thread or 2 (0.4 against 1.2 us at 8 x 256, 18.6 against 26.8 us at
+256 x 256: OpenBLAS' 1-row path costs ~1 us before it reads a byte). From 1M to 4M values
+neither won by more than the noise; above 4M OpenBLAS stays, by the idle whole-step figures
+above (a busy machine cannot separate two streams at the same rate). bf16 has no BLAS to compare
+with: its GEMV reads half the bytes and was faster than float32 BLAS on 34 of 36 shapes (1 thread).
+
 With many rows (a prefill) the product is compute-bound instead: float32 weights go straight to
 BLAS, bf16 ones a block of rows at a time, widened (in parallel) into a float32 buffer.
 """
@@ -97,18 +113,27 @@ def _widen_block(loop):
 GEMV, WIDEN_BLOCK = serial_and_parallel(_gemv), serial_and_parallel(_widen_block, fastmath=False)
 
 
+def gemv_choice(rows: int, shape, dtype) -> str:
+    """Which code multiplies `rows` rows of x by weights of `shape` (out, in) stored as `dtype`,
+    when rows <= GEMV_MAX_ROWS: "BLAS", "GEMV serial" or "GEMV parallel". Shapes only."""
+    work = rows * shape[0] * shape[1]
+    if dtype == np.float32 and work >= PARALLEL_MIN_WORK and rows == 1:
+        # see the module docstring: OpenBLAS, whose threads do not sleep between calls. One row
+        # only: for 2..8 rows (a speculative verification pass) OpenBLAS's GEMM packs the weights
+        # and ran 4x slower than this GEMV, which streams them once (benchmarks/verify_cost.py)
+        return "BLAS"
+    return "GEMV parallel" if work >= PARALLEL_MIN_WORK else "GEMV serial"
+
+
 def linear(x: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """x (n, in) float32 @ W.T for W (out, in) stored as float32 or as bf16 bits -> (n, out) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] <= GEMV_MAX_ROWS:
-        work = x.shape[0] * stored.size
-        if stored.dtype == np.float32 and work >= PARALLEL_MIN_WORK and x.shape[0] == 1:
-            # see the module docstring: OpenBLAS, whose threads do not sleep between calls. One row
-            # only: for 2..8 rows (a speculative verification pass) OpenBLAS's GEMM packs the weights
-            # and ran 4x slower than this GEMV, which streams them once (benchmarks/verify_cost.py)
+        choice = gemv_choice(x.shape[0], stored.shape, stored.dtype)
+        if choice == "BLAS":
             return x @ stored.T
         out = np.empty((x.shape[0], stored.shape[0]), np.float32)
-        pick(GEMV, work)(x, stored, out)
+        GEMV[choice == "GEMV parallel"](x, stored, out)
         return out
     if stored.dtype != BF16_BITS:
         return x @ stored.T

@@ -62,10 +62,17 @@ def x_sums(x: np.ndarray) -> np.ndarray:
 
 
 def _gemv(loop, stamp=STAMP):
-    def gemv(type_id, x, xs, raw, out):
+    def gemv(type_id, x, raw, out):
         """out (n, rows) = x (n, cols) @ W.T, each row of blocks dotted where it lies."""
         assert stamp  # binds the source stamp into the cache key (`source_stamp`)
-        rows = raw.shape[0]
+        rows, n, groups = raw.shape[0], x.shape[0], x.shape[1] // LANES
+        xs = np.empty((n, groups), np.float32)  # `x_sums`, here: in NumPy it cost more than a small GEMV
+        for t in range(n):
+            for k in range(groups):
+                total = np.float32(0.0)
+                for j in range(LANES * k, LANES * (k + 1)):
+                    total += x[t, j]
+                xs[t, k] = total
         for task in loop((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
             acc = np.empty(ACC_LANES, np.float32)  # partial sums, in L1
             r0, r1 = task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)
@@ -102,7 +109,7 @@ def decode_run(type_id: int) -> tuple[int, int]:
 def gemv(x: np.ndarray, raw: np.ndarray, type_id: int) -> np.ndarray:
     """x (n, cols) float32, raw (rows, row_bytes) -> (n, rows): the fused decode product."""
     out = np.empty((x.shape[0], raw.shape[0]), np.float32)
-    pick(GEMV, out.size * x.shape[1])(type_id, x, x_sums(x), raw, out)
+    pick(GEMV, out.size * x.shape[1])(type_id, x, raw, out)
     return out
 
 

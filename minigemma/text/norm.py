@@ -24,6 +24,8 @@ def norm_weight(stored: np.ndarray, offset: float) -> np.ndarray:
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
     """Normalise the last axis of `x` to unit RMS, then scale by `weight` (None: no scale)."""
-    mean_square = np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)
+    # the sum divided by the count is np.mean's own arithmetic (same bits), without its Python
+    # wrapper: ~6 us a call, and a decoding step of a small model makes dozens of calls
+    mean_square = np.add.reduce(x * x, axis=-1, keepdims=True) / np.float32(x.shape[-1]) + np.float32(eps)
     normed = x * mean_square ** np.float32(-0.5)
     return normed if weight is None else normed * weight

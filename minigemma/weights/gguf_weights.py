@@ -76,6 +76,7 @@ LAYER_NAMES = {  # `blk.{i}.` + GGUF name -> `model.layers.{i}.` + Hugging Face 
 }
 LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.(.+)$")
 ROPE_FREQS = "rope_freqs.weight"  # read into the config (`gguf_config.global_rope`), not a weight
+MMPROJ_ARCH = "clip"  # llama.cpp's companion file of encoders (`gguf_mmproj.py`)
 PLAIN = ("F32", "F16", "BF16")
 QUANTIZED = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # what Q4_K_M ... Q8_0 files hold
 NORM_SUFFIX = "norm.weight"
@@ -181,6 +182,9 @@ def open_gguf(path) -> tuple[dict, GGUFCheckpoint]:
     """A GGUF model file -> (its config.json as a dict, its tensors). Nothing is read but the header
     and the small `rope_freqs` table."""
     file = GGUFFile(path)
+    if file.metadata.get("general.architecture") == MMPROJ_ARCH:
+        raise CheckpointError(f"{file.path}: general.architecture is {MMPROJ_ARCH!r}: an mmproj file (a model's encoders), "
+                              "expected a text model; pass this file as mmproj (--mmproj) beside its model")
     rope = file.tensors.get(ROPE_FREQS)
     rope_freqs = dequantize(file.raw(rope), rope.type, rope.shape[-1]) if rope is not None else None
     config = hf_config(file.metadata, set(file.tensors), rope_freqs, file.path)

@@ -19,17 +19,18 @@ sources), checked key by key and tensor by tensor against files that converter w
 * the tokenizer: Gemma 4's `tokenizer.json` (BPE pieces, merges, special ids, chat template);
   Gemma 3's SentencePiece `tokenizer.model` (the vocabularies: `gguf_write_vocab.py`).
 
-Each tensor's type follows llama.cpp: 1-D tensors, norms, `.scale` vectors and the MoE router
-stay F32 (the converter's rule); under the types only llama-quantize writes (Q4_0, Q4_1, Q5_0,
-Q5_1) `per_layer_model_proj` stays F32 too (llama-quantize: "not too big"); a row length that is not a multiple of the block falls back to F16 (both); the
-rest is stored in the chosen type. One difference from llama-quantize: under a 4- or 5-bit type
+Each tensor's type follows llama.cpp (the rules: `gguf_write_types.py`): vectors, norms, `.scale`s
+and the MoE router stay F32; the chosen type elsewhere, with llama-quantize's fallbacks for rows
+that are not whole blocks; under Q4_K_M / Q5_K_M, llama-quantize's choice of Q6_K / Q8_0 tensor by
+tensor. One difference from llama-quantize: under the 32-value 4- and 5-bit types (Q4_0 ... Q5_1)
 it stores the head (`output`, or the tied `token_embd`) in Q6_K (Q8_0 when rows are too short for
-its 256-value blocks), a K-quant the `gguf` package cannot write; here the head gets the chosen type.
-Otherwise our 4- and 5-bit files equal llama-quantize's byte for byte (tests/test_gguf_write.py).
+its 256-value blocks); here the head gets the chosen type. Otherwise our files equal
+llama-quantize's byte for byte (tests/test_gguf_write.py, tests/test_gguf_write_k.py).
 
 Nothing is held whole: the tensor table is written first, then one tensor at a time, quantized a
-block of rows at a time from the memory-mapped checkpoint. Quantizing is `gguf.quants.quantize`
-(row by row, so chunking changes no byte). `gguf` is an optional dependency: `pip install
+block of rows at a time from the memory-mapped checkpoint. Quantizing is `gguf.quants.quantize`,
+and for the K-quants, which it cannot write, `quants_k.K_QUANTIZERS` (both row by row, so chunking
+changes no byte). `gguf` is an optional dependency: `pip install
 'minigemma[gguf]'`.
 """
 
@@ -39,7 +40,7 @@ import logging
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +48,10 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, InputError
 from .checkpoint import Checkpoint, to_f32
 from .config_reader import read_json_object
+from .gguf_write_types import TYPES, storage_types
 from .gguf_write_vocab import gemma3_vocabulary, gemma4_vocabulary
+from .quants_k import K_QUANTIZERS, finite_scales
 
-TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
-CONVERTER_TYPES = ("F32", "F16", "BF16", "Q8_0")  # what convert_hf_to_gguf.py writes itself; the rest llama-quantize does
 ARCH_OF = {  # `architectures[0]` (or `model_type`) -> the GGUF architecture
     "Gemma4ForCausalLM": "gemma4", "Gemma4ForConditionalGeneration": "gemma4", "gemma4_text": "gemma4", "gemma4": "gemma4",
     "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3", "gemma3_text": "gemma3", "gemma3": "gemma3",
@@ -62,6 +63,8 @@ FROZEN_ROPE_FACTOR = 1e30  # rope_freqs entry of a pair that must not rotate (it
 # multimodal tensors a text GGUF leaves out (the converter's TextModel.filter_tensors, Gemma's share)
 MULTIMODAL_MARKS = ("vision.", "audio.", "vision_", "audio_", "projector.", "patch_embed")
 CHUNK_VALUES = 1 << 24  # values quantized at a time: 64 MB of float32
+K_CHUNK_VALUES = 1 << 17  # the K-quant fits work on a dozen float32 copies of their chunk: 512 KB each stay in cache
+FILE_TYPES = {"F32": "ALL_F32", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S"}  # else MOSTLY_{type}
 
 
 def require_gguf():
@@ -93,11 +96,10 @@ def write_gguf(src: str | os.PathLike, out: str | os.PathLike, cfg, type_name: s
     src = Path(src)
     hp = hparams(src)
     arch = architecture(hp, src)
-    qtype = gguf.GGMLQuantizationType[type_name]
     ckpt = Checkpoint(src)
     with quiet_gguf():
         tokens, scores, types = (gemma4_vocabulary if arch == "gemma4" else gemma3_vocabulary)(src, hp)
-        plan = plan_tensors(gguf, ckpt, hp, cfg, arch, qtype, n_vocab=len(tokens))
+        plan = plan_tensors(gguf, ckpt, hp, cfg, arch, type_name, n_vocab=len(tokens))
         w = gguf.GGUFWriter(os.fspath(out), arch)
         for t in plan:
             w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(gguf, t), raw_dtype=t.qtype)
@@ -152,24 +154,25 @@ def architecture(hp: dict, src: Path) -> str:
 
 
 def file_type(gguf, type_name: str) -> int:
-    """`general.file_type`: the LlamaFileType of a file whose matrices are mostly `type_name`."""
-    name = "ALL_F32" if type_name == "F32" else f"MOSTLY_{type_name}"
-    return int(gguf.LlamaFileType[name])
+    """`general.file_type`: the LlamaFileType of a file whose matrices are mostly `type_name` (a plain
+    Q4_K / Q5_K file is the "small" mix's kind: llama.cpp has no file type for one K-quant alone)."""
+    return int(gguf.LlamaFileType[FILE_TYPES.get(type_name, f"MOSTLY_{type_name}")])
 
 
 def layer_of_type(cfg, layer_type: str):
     return next((s for s in cfg.layers if s.layer_type == layer_type), None)
 
 
-def add_general(gguf, w, src: Path) -> None:
-    """general.type / name / size_label ..., exactly as the converter fills them (gguf.Metadata)."""
+def add_general(gguf, w, src: Path, kind: str | None = None) -> None:
+    """general.type / name / size_label ..., exactly as the converter fills them (gguf.Metadata);
+    `kind`: general.type, a model unless said (an mmproj file: "mmproj")."""
     total, shared, expert, n_expert = w.get_total_parameter_count()
     meta = gguf.Metadata.load(None, src, None, total)
     if meta.name is None:
         meta.name = src.name
     if meta.size_label is None and total > 0:
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)
-    w.add_type(gguf.GGUFType.MODEL)
+    w.add_type(kind or gguf.GGUFType.MODEL)
     meta.set_gguf_meta_model(w)
 
 
@@ -245,7 +248,7 @@ def global_kv_heads_stated(hp: dict, cfg) -> bool:
 
 # ------------------------------------------------------------------------------------ tensors
 
-def plan_tensors(gguf, ckpt: Checkpoint, hp: dict, cfg, arch: str, qtype, n_vocab: int) -> list[PlannedTensor]:
+def plan_tensors(gguf, ckpt: Checkpoint, hp: dict, cfg, arch: str, type_name: str, n_vocab: int) -> list[PlannedTensor]:
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
     plan = [rope_freqs(gguf, hp, cfg)] if arch == "gemma4" else []
     for source in ckpt.names():
@@ -256,8 +259,11 @@ def plan_tensors(gguf, ckpt: Checkpoint, hp: dict, cfg, arch: str, qtype, n_voca
         if arch == "gemma3" and name == "token_embd.weight" and shape[0] > n_vocab:
             shape = (n_vocab, *shape[1:])  # rows past the tokenizer's vocabulary are dropped
         shift = NORM_SHIFT[arch] if source.endswith("norm.weight") else 0.0
-        plan.append(PlannedTensor(name, source, shape, storage_type(gguf, name, shape, qtype), shift))
-    return plan
+        plan.append(PlannedTensor(name, source, shape, None, shift))
+    n_experts = int(hp.get("num_experts") or 0) if arch == "gemma4" else 0
+    kinds = storage_types([(t.name, t.shape) for t in plan], type_name, cfg.num_hidden_layers, n_experts)
+    Q = gguf.GGMLQuantizationType
+    return [t if t.source is None else replace(t, qtype=Q[kind]) for t, kind in zip(plan, kinds)]
 
 
 def gguf_name(names, source: str, arch: str) -> str | None:
@@ -279,19 +285,6 @@ def gguf_name(names, source: str, arch: str) -> str | None:
     return name
 
 
-def storage_type(gguf, name: str, shape: tuple[int, ...], qtype):
-    """The GGML type a tensor is stored in (module docstring: llama.cpp's rules)."""
-    Q = gguf.GGMLQuantizationType
-    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
-        return Q.F32
-    if re.fullmatch(r"blk\.\d+\.ffn_gate_inp\.weight", name):  # the MoE router decides, keep it exact
-        return Q.F32
-    if qtype.name not in CONVERTER_TYPES and "per_layer_model_proj" in name:  # llama-quantize: "not too big"
-        return Q.F32
-    block, _ = gguf.GGML_QUANT_SIZES[qtype]
-    return qtype if shape[-1] % block == 0 else Q.F16
-
-
 def rope_freqs(gguf, hp: dict, cfg) -> PlannedTensor:
     """Gemma 4's global layers rotate the first `partial_rotary_factor` share of the pairs (i, i + d/2):
     llama.cpp rotates all and divides each pair's angle by this table, 1e30 freezing a pair."""
@@ -308,22 +301,33 @@ def nbytes(gguf, t: PlannedTensor) -> int:
     return int(np.prod(gguf.quant_shape_to_byte_shape(t.shape, t.qtype), dtype=np.int64))
 
 
+def quantize_rows(gguf, values: np.ndarray, qtype) -> np.ndarray:
+    """float32 (rows, cols) -> (rows, bytes per row) uint8 in `qtype`."""
+    if qtype.name in K_QUANTIZERS:
+        with np.errstate(all="ignore"):  # overflowing scales: `finite_scales` names the tensor
+            return K_QUANTIZERS[qtype.name](values).reshape(len(values), -1)
+    return gguf.quants.quantize(values, qtype).view(np.uint8).reshape(len(values), -1)
+
+
 def stored_bytes(gguf, ckpt: Checkpoint, t: PlannedTensor) -> np.ndarray:
     """The tensor as the file stores it, (rows, bytes per row) uint8, made a block of rows at a time."""
     cols = t.shape[-1] if t.shape else 1
     rows = int(np.prod(t.shape[:-1], dtype=np.int64))
     out = np.empty((rows, nbytes(gguf, t) // rows), np.uint8)
     if t.source is None:
-        out[:] = gguf.quants.quantize(t.values.reshape(rows, cols), t.qtype).view(np.uint8).reshape(rows, -1)
+        out[:] = quantize_rows(gguf, t.values.reshape(rows, cols), t.qtype)
         return out
     ref = ckpt.refs[t.source]
     stored = ckpt.raw(t.source).reshape(-1, cols)[:rows]  # (rows, cols) view of the mapped file
-    step = max(1, CHUNK_VALUES // cols)
+    step = max(1, (K_CHUNK_VALUES if t.qtype.name in K_QUANTIZERS else CHUNK_VALUES) // cols)
     for r in range(0, rows, step):
         values = to_f32(stored[r : r + step], ref.dtype)  # (step, cols)
         if t.shift:
             values += np.float32(t.shift)
-        out[r : r + step] = gguf.quants.quantize(values, t.qtype).view(np.uint8).reshape(len(values), -1)
+        out[r : r + step] = quantize_rows(gguf, values, t.qtype)
+        if t.qtype.name in K_QUANTIZERS and not finite_scales(out[r : r + step], t.qtype.name):
+            raise InputError(f"{t.source}: values up to {np.abs(values).max():.3g} overflow the float16 scales of "
+                             f"{t.qtype.name} blocks (llama-quantize refuses them too); choose --type BF16 or F32")
     return out
 
 
