@@ -112,3 +112,19 @@ def test_gemv_benchmark_times_the_shapes_a_decode_step_multiplies(tmp_path, monk
     for row in rows:
         shape = tuple(int(n) for n in row[1].split(" x "))
         assert row[6] == choose(1, shape, np.float32) and row[9] == choose(1, shape, np.uint16)
+
+
+def test_real_sizes_benchmark_smoke_run(tmp_path):
+    """`benchmarks.real_sizes` on toy sizes of the E2B and 26B-A4B layouts: each file written,
+    loaded and decoded in its own process, a row each with its roofline, the files removed."""
+    r = subprocess.run([sys.executable, "-m", "benchmarks.real_sizes", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--shapes" in r.stdout and "--keep" in r.stdout
+    args = ["--shapes", "e2b-like", "a4b-like", "--prompt", "8", "--new", "3", "--bandwidth-gib", "0.01", "--dir", str(tmp_path)]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.real_sizes", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in r.stdout.splitlines()
+            if line.startswith(("| e2b-like", "| a4b-like"))}
+    assert set(rows) == {"e2b-like", "a4b-like"} and all(float(row[6]) > 0 and float(row[8]) > 0 for row in rows.values())  # decode, roofline
+    result = json.loads(r.stdout.splitlines()[-1])["rows"]
+    assert len(result["a4b-like"]["tokens"]) == 3 and "8 experts top-2, k_eq_v" in result["a4b-like"]["config"]
+    assert list(tmp_path.iterdir()) == []  # deleted after their rows

@@ -107,13 +107,13 @@ def name_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def pattern(template: str) -> re.Pattern:
+def name_pattern(template: str) -> re.Pattern:
     return re.compile("^" + re.escape(template).replace(re.escape("{i}"), r"(\d+)") + "$")
 
 
 PAIRS = name_pairs()
-TO_GGUF = {hf: (pattern(hf), g) for hf, g in PAIRS}
-FROM_GGUF = {g: (pattern(g), hf) for hf, g in PAIRS}
+TO_GGUF = {hf: (name_pattern(hf), g) for hf, g in PAIRS}
+FROM_GGUF = {g: (name_pattern(g), hf) for hf, g in PAIRS}
 
 
 def translate(name: str, table: dict) -> str | None:
