@@ -37,6 +37,8 @@ import tarfile
 import tempfile
 import time
 
+from minigemma.kernels import WAIT_POLICY
+
 SDIST = "llama-cpp-python==0.3.36"
 CMAKE_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DCMAKE_BUILD_TYPE=Release",
                "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF"]
@@ -176,7 +178,8 @@ def random_gemma4(work: str, tools: dict, threads: int) -> dict[str, str]:
 # ------------------------------------------------------------------------------- python engines
 
 def child_env(threads: int) -> dict:
-    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARIABLES}, OMP_WAIT_POLICY="PASSIVE")
+    # minigemma's default OpenMP wait policy for both Python engines (kernels/__init__.py), as run.py does
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARIABLES}, **WAIT_POLICY)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     return env
 

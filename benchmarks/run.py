@@ -28,6 +28,7 @@ import sys
 import tempfile
 
 from benchmarks.configs import bf16_copy
+from minigemma.kernels import WAIT_POLICY
 
 ENGINES = ("kernels", "numpy", "torch", "kernels-bf16")
 LABELS = {
@@ -36,10 +37,9 @@ LABELS = {
     "torch": "transformers eager",
     "kernels-bf16": "minigemma kernels, bf16 weights",  # the same weights rounded to bf16
 }
-# Every engine gets the same threading environment. minigemma's kernels make OpenMP threads wait
-# sleeping by default (kernels/__init__.py); torch's OpenMP gets the same, which on a busy machine
-# spares it the spinning threads that otherwise make it several times slower.
-SAME_FOR_ALL = {"OMP_WAIT_POLICY": "PASSIVE"}
+# Every engine gets the same threading environment: minigemma's default OpenMP wait policy (spin
+# ~0.1 ms, then sleep: kernels/__init__.py), torch's OpenMP the same (its own default spins ~3 ms).
+SAME_FOR_ALL = dict(WAIT_POLICY)
 GB = 1e9
 DEFAULT_RUN_MINUTES = 6.5  # the default configs, measured on an idle 2-core machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: `benchmarks` imports from here

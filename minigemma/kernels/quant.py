@@ -38,6 +38,11 @@ F32, F16, BF16 = TYPE_IDS["F32"], TYPE_IDS["F16"], TYPE_IDS["BF16"]
 FLOAT_RUN = 256  # F16 values dequantized per `decode` call (F16 has no blocks of its own)
 ROWS_PER_TASK = 16  # GEMV rows per parallel task: one scratch allocation per task, not per row
 BLOCK_ROWS = 256  # prefill: weight rows dequantized at a time (256 x 8192 floats = 8 MB)
+# The fused GEMV goes parallel from 256K weights, 16x sooner than a float32 product
+# (`PARALLEL_MIN_WORK`): decoding a block costs several float multiply-adds a weight (~10 G weights/s
+# a core), so a 1024 x 640 matrix is ~60 us of work, and its second thread, awake (threads.py),
+# halves that. Measured on the real 270M (benchmarks/README.md): 4M -> 1M -> 256K, 37 -> 43 -> 49 tokens/s.
+GEMV_PARALLEL_MIN = 1 << 18
 
 
 def source_stamp(*modules) -> int:
@@ -109,7 +114,7 @@ def decode_run(type_id: int) -> tuple[int, int]:
 def gemv(x: np.ndarray, raw: np.ndarray, type_id: int) -> np.ndarray:
     """x (n, cols) float32, raw (rows, row_bytes) -> (n, rows): the fused decode product."""
     out = np.empty((x.shape[0], raw.shape[0]), np.float32)
-    pick(GEMV, out.size * x.shape[1])(type_id, x, raw, out)
+    pick(GEMV, out.size * x.shape[1], GEMV_PARALLEL_MIN)(type_id, x, raw, out)
     return out
 
 

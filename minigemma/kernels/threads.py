@@ -12,11 +12,16 @@ Serial and parallel kernels compute every output element the same way, so the ch
 the speed, never a bit of the result.
 
 How threads wait (the policy `kernels/__init__.py` sets, unless the user set their own): Numba's
-OpenMP threads *sleep* between parallel regions (`OMP_WAIT_POLICY=PASSIVE`). Spinning
-(`ACTIVE`) measured decode 10-30% faster but prefill 55% slower (benchmarks/README.md): spinning
-OpenMP threads hold the cores OpenBLAS's threads need for the prefill's GEMMs, and on a shared
-machine they steal the core the working thread needs. Sleeping costs ~10 us a region, which the
-`PARALLEL_MIN_WORK` threshold keeps small next to the work.
+OpenMP threads *spin briefly, then sleep* (`OMP_WAIT_POLICY=ACTIVE` with `GOMP_SPINCOUNT=10000`,
+about 0.1 ms of spinning). A decoding step is a hundred or more GEMVs a few tens of microseconds
+apart: a sleeping thread must be woken for each (tens of microseconds on these virtual machines),
+a spinning one is already there. Measured on the real Gemma 3 270M (Q4_K_M, 2 threads, idle
+machine, benchmarks/README.md): decode 37-39 tokens/s sleeping, 48-50 spinning 0.1 ms, prefill
+unchanged (360-390 tokens/s both). Spinning without a bound (`ACTIVE` alone) cost prefill 3-60x:
+the spinning OpenMP threads hold the cores OpenBLAS's GEMMs need. And on a machine whose cores are
+busy with other work, any spinning steals the core the working thread needs (measured at load 6:
+12 tokens/s sleeping, 4 spinning): there, set `OMP_WAIT_POLICY=PASSIVE` (llama.cpp, whose threads
+spin too, slows down the same way).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def serial_and_parallel(define, fastmath=FASTMATH):
     return tuple(njit(parallel=loop is prange, fastmath=fastmath, cache=True)(define(loop)) for loop in (range, prange))
 
 
-def pick(kernels: tuple, work: int):
-    """The parallel kernel for `work` of at least `PARALLEL_MIN_WORK`, else the serial one: by shape alone."""
-    return kernels[work >= PARALLEL_MIN_WORK]
+def pick(kernels: tuple, work: int, minimum: int | None = None):
+    """The parallel kernel for `work` of at least `minimum` (default `PARALLEL_MIN_WORK`), else the
+    serial one: by shape alone."""
+    return kernels[work >= (PARALLEL_MIN_WORK if minimum is None else minimum)]
