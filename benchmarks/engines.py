@@ -19,7 +19,10 @@ import sys
 import time
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-WARMUP_PROMPT, WARMUP_NEW = 8, 2  # a short first run: compiles (or loads) kernels, faults pages in
+# a short first run: compiles (or loads) kernels, faults pages in. Its prompt is longer than the
+# decode GEMV's 8 rows (kernels/linear.GEMV_MAX_ROWS), so the prefill path's kernels load here too,
+# not inside the timed prefill (which an 8-token warm-up left them to: 0.1-2 s of a 128-token prefill)
+WARMUP_PROMPT, WARMUP_NEW = 24, 2
 
 
 def peak_rss_bytes() -> int:

@@ -41,6 +41,8 @@ from transformers import AutoModelForCausalLM
 import minigemma
 from minigemma.errors import CheckpointError, ConfigError
 from minigemma.text.rope import inverse_frequencies
+from minigemma.weights.quants import TYPE_IDS
+from minigemma.weights.quants_matrix import QuantMatrix
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0]
@@ -177,15 +179,18 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, tiny4):
 
 
 def test_float_matrices_stay_in_the_mapped_file(tmp_path, tiny4):
-    """Nothing converted on disk or copied at load: F32 and BF16 matrices are views of the map (kept
-    as stored for the kernels), the PLE-free model's embedding too; F16 ones are widened."""
+    """Nothing converted on disk or copied at load: F32 and BF16 matrices are views of the map (BF16
+    kept as stored for the kernels; F32 as the rows of a `QuantMatrix` of type F32, multiplied by the
+    quantized kernels' GEMV), the PLE-free model's embedding too; F16 ones are widened."""
     path = tmp_path / "views.gguf"
     write_gemma4_gguf(str(path), tiny4, lambda name, values: Q.F32 if values.ndim < 2 else Q.BF16 if "ffn" in name else Q.F32)
     model = minigemma.load(path, kernels=True)
     layer = model.weights.layers[0]
-    for matrix, kind in ((layer.mlp.up_proj, np.uint16), (layer.attention.q_proj, np.float32), (model.weights.embed, np.float32)):
-        stored = getattr(matrix, "stored", matrix)
-        assert stored.dtype == kind and is_mapped(stored)
+    stored = layer.mlp.up_proj.stored
+    assert stored.dtype == np.uint16 and is_mapped(stored)
+    for matrix in (layer.attention.q_proj, model.weights.embed):
+        assert isinstance(matrix, QuantMatrix) and matrix.type_id == TYPE_IDS["F32"] and is_mapped(matrix.raw)
+        assert np.array_equal(matrix.f32(), matrix.raw.view(np.float32))
     assert not is_mapped(layer.input_norm)  # vectors: float32 copies (a few hundred bytes)
 
 

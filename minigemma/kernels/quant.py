@@ -137,10 +137,10 @@ def linear(x: np.ndarray, raw: np.ndarray, type_id: int, cols: int) -> np.ndarra
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     if raw.ndim != 2 or raw.shape[1] != row_bytes(type_id, cols) or x.shape[-1] != cols:
         raise ValueError(f"{GGML_TYPES[type_id].name}: x {x.shape} against rows of {raw.shape[1:]} bytes for {cols} columns")
+    if x.shape[0] <= GEMV_MAX_ROWS:  # F32 / F16 / BF16 rows too: see gguf_weights.GGUFCheckpoint._stored
+        return gemv(x, raw, type_id)
     if type_id in (F32, BF16):
         return float_linear(x, raw.view(np.float32 if type_id == F32 else np.uint16))
-    if x.shape[0] <= GEMV_MAX_ROWS:
-        return gemv(x, raw, type_id)
     out = np.empty((x.shape[0], raw.shape[0]), np.float32)
     block = np.empty((min(BLOCK_ROWS, raw.shape[0]), cols), np.float32)
     for r0 in range(0, raw.shape[0], BLOCK_ROWS):

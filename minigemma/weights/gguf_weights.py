@@ -5,9 +5,9 @@ Hugging Face names (`model.layers.3.self_attn.q_proj.weight`). `GGUFCheckpoint` 
 `TensorSource` as a safetensors `Checkpoint`, so every loader works unchanged; it differs in how
 a tensor is handed out:
 
-* F32 / BF16 matrices: views of the map (`StoredMatrix` with the kernels), as from safetensors;
-  F16 ones widened to float32 when loaded;
-* block-quantized matrices (Q8_0, Q4_K, ...): `QuantMatrix`, the blocks as stored, multiplied by
+* BF16 matrices: views of the map (`StoredMatrix` with the kernels), as from safetensors; F16 ones
+  widened to float32 when loaded;
+* matrices block-quantized (Q8_0, Q4_K, ...) or float32: `QuantMatrix`, the rows as stored, multiplied by
   the backend's `quant_linear` (the Numba kernels, or the twin that dequantizes a block of rows at
   a time), MoE experts as `QuantExperts` (`stack`): only the chosen experts' blocks are read;
 * embedding and Per-Layer-Embedding tables, whatever their type: only the rows of the tokens seen
@@ -136,11 +136,17 @@ class GGUFCheckpoint(TensorSource):
             ) from None
 
     def _stored(self, ref: TensorRef):
-        """F32 / F16 / BF16: a view of the map; blocks: a `QuantMatrix` (3-D: `QuantExperts`)."""
+        """A `QuantMatrix` of the map's rows (3-D: `QuantExperts`); F16 / BF16, and F32 vectors: a view."""
         t = self.tensors[ref.name]
         raw = self.file.raw(t)  # blocks: (rows, row_bytes)
         if t.type.name in PLAIN:
-            return raw
+            if len(t.shape) != 2 or t.type.name != "F32":
+                return raw
+            # a float32 matrix (E2B's PLE projection) is one more type to the quantized
+            # kernels: its GEMV is theirs, not OpenBLAS's, whose threads spin ~0.1 s after a call
+            # (its THREAD_TIMEOUT) on the cores the GEMVs around it need (an E2B-shaped Q4_0 step:
+            # 186 ms with OpenBLAS's, 112 ms without; benchmarks/README.md)
+            raw = raw.view(np.uint8)  # (rows, cols x item size)
         if len(t.shape) == 3:
             return QuantExperts(raw.reshape(*t.shape[:2], -1), t.type.id, t.shape[-1], self.quant_linear)
         return QuantMatrix(raw, t.type.id, t.shape[-1], self.quant_linear)
@@ -155,9 +161,9 @@ class GGUFCheckpoint(TensorSource):
         return np.array(values, np.float32)  # ours, not a view of the map
 
     def matrix(self, name: str, shape: tuple[int, ...]):
-        """As stored: float32 / bf16 as for safetensors (`TensorSource.matrix`), blocks as `QuantMatrix`."""
+        """As stored: blocks and float32 as a `QuantMatrix`, bf16 / f16 as for safetensors (`TensorSource.matrix`)."""
         ref = self.ref(name, shape)
-        return super().matrix(name, shape) if ref.dtype in PLAIN else self._stored(ref)
+        return self._stored(ref) if ref.dtype == "F32" or ref.dtype not in PLAIN else super().matrix(name, shape)
 
     def stack(self, name: str, shape: tuple[int, ...]):
         """A stack of matrices (MoE experts): `QuantExperts` when block-quantized, else float32."""
