@@ -38,7 +38,7 @@ def peak_rss_bytes() -> int:
 
 
 class Minigemma:
-    def __init__(self, path: str, kernels: bool):
+    def __init__(self, path: str, kernels: bool | None):
         import minigemma
 
         self.model = minigemma.load(path, kernels=kernels)

@@ -37,6 +37,7 @@ import tarfile
 import tempfile
 import time
 
+from benchmarks import engines
 from minigemma.kernels import WAIT_POLICY
 
 SDIST = "llama-cpp-python==0.3.36"
@@ -192,25 +193,13 @@ def python_engine(engine: str, model: str, args) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-class Minigemma:
+class Minigemma(engines.Minigemma):
+    """benchmarks.engines' minigemma engine (prefill as `generate` and llama-bench do: the last
+    position's logits only), on whatever `load` picks for the file, with the vocabulary size."""
+
     def __init__(self, path: str):
-        import minigemma
-
-        self.model = minigemma.load(path)
+        super().__init__(path, kernels=None)
         self.vocab = self.model.config.text.vocab_size
-
-    def prefill(self, ids):
-        """As `generate` does (and llama-bench): the last position's logits only, not the prompt's
-        (128 x 262,144 float32 logits would be 134 MB and a head product per position)."""
-        from minigemma.generate.loop import prefill
-
-        self.cache = self.model.new_cache()
-        return int(prefill(self.model, ids, self.cache).argmax())
-
-    def step(self, token: int) -> int:
-        import numpy as np
-
-        return int(self.model.extend(np.array([token]), self.cache)[-1].argmax())
 
 
 class Transformers:

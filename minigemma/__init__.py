@@ -6,7 +6,8 @@
 """
 
 from .errors import CheckpointError, ConfigError, InputError, MinigemmaError
-from .model import Model, load
+from .loading import load
+from .model import Model
 from .version import __version__
 
 __all__ = ["load", "Model", "ConfigError", "CheckpointError", "InputError", "MinigemmaError", "__version__"]

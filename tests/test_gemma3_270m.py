@@ -157,20 +157,32 @@ TEXTS = st.lists(
 ).map("".join)
 
 
+IDS = st.lists(st.one_of(st.integers(0, 262_143), st.integers(0, 600)), max_size=16)
+
+
+def check_encode_decode(tokenizer, reference_tokenizer, text):
+    """`text` encodes (with and without <bos>) and decodes back as the reference's GGUF tokenizer does
+    (shared with test_gguf_270m.py, whose tokenizer is built from the file's metadata)."""
+    note(f"text: {text!r}")
+    ids = reference_tokenizer(text).input_ids
+    assert tokenizer.encode(text, add_special_tokens=True) == ids
+    assert tokenizer.encode(text) == reference_tokenizer(text, add_special_tokens=False).input_ids
+    check_decode(tokenizer, reference_tokenizer, ids)
+
+
+def check_decode(tokenizer, reference_tokenizer, ids):
+    for skip in (False, True):
+        assert tokenizer.decode(ids, skip_special_tokens=skip) == reference_tokenizer.decode(ids, skip_special_tokens=skip)
+
+
 @settings(max_examples=300)
 @given(text=TEXTS)
 def test_tokenizer_matches_the_reference_gguf_tokenizer(ours, reference_tokenizer, text):
-    note(f"text: {text!r}")
-    ids = reference_tokenizer(text).input_ids
-    assert ours.tokenizer.encode(text, add_special_tokens=True) == ids
-    assert ours.tokenizer.encode(text) == reference_tokenizer(text, add_special_tokens=False).input_ids
-    for skip in (False, True):
-        assert ours.tokenizer.decode(ids, skip_special_tokens=skip) == reference_tokenizer.decode(ids, skip_special_tokens=skip)
+    check_encode_decode(ours.tokenizer, reference_tokenizer, text)
 
 
 @settings(max_examples=300)
-@given(ids=st.lists(st.one_of(st.integers(0, 262_143), st.integers(0, 600)), max_size=16))
+@given(ids=IDS)
 def test_decode_of_any_ids_matches_the_reference(ours, reference_tokenizer, ids):
     """Any ids, byte pieces (`<0xE2>`: invalid UTF-8 runs too), control and unused ones among them."""
-    for skip in (False, True):
-        assert ours.tokenizer.decode(ids, skip_special_tokens=skip) == reference_tokenizer.decode(ids, skip_special_tokens=skip)
+    check_decode(ours.tokenizer, reference_tokenizer, ids)

@@ -115,7 +115,7 @@ def test_no_import_circle_between_modules_inside_a_folder():
 
 def test_the_arrows_point_down():
     """The layers in order: nothing imports a layer above it."""
-    order = ["minigemma.cli", "minigemma.model", "minigemma.generate", "minigemma.assistant", "minigemma.verify",
+    order = ["minigemma.cli", "minigemma.loading", "minigemma.model", "minigemma.generate", "minigemma.assistant", "minigemma.verify",
              "minigemma.unified", "minigemma.audio",
              "minigemma.vision", "minigemma.kernels", "minigemma.text", "minigemma.weights", "minigemma.errors"]
     graph = package_graph()

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from minigemma.verify.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_traces
 from minigemma.text.config import load_config
 from minigemma.errors import InputError, MinigemmaError
-from minigemma.model import default_model_path, load
+from minigemma.loading import load
+from minigemma.model import default_model_path
 from minigemma.verify.trace import config_hash, kv_sources
 from minigemma.verify.trace_file import Trace, save_trace, trace_metadata
 from minigemma.cli.verify import encode_prompt

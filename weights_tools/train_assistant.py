@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from weights_tools import tiny_corpus, tiny_eval
-from weights_tools.train_tiny import learning_rate, make_optimizer
+from weights_tools.train_tiny import learning_rate, make_optimizer, resume, save_checkpoint
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 TARGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "minigemma", "data", "tiny")
@@ -190,20 +190,10 @@ def _train(target, tokens, work, hp, stop_after, quiet):
     state = {"step": 0, "seconds": 0.0, "log": []}  # rows: step, loss, per-step losses, seconds
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, CHECKPOINT)
-    if os.path.exists(path):
-        saved = torch.load(path, weights_only=False)
-        assistant.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        data_rng.set_state(saved["data_rng"])
-        state = saved["state"]
-        if not quiet:
-            print(f"resumed from {path} at step {state['step']}", flush=True)
+    state = resume(path, assistant, optimizer, data_rng, quiet) or state
 
     def save():
-        tmp = path + ".tmp"
-        torch.save({"model": assistant.state_dict(), "optimizer": optimizer.state_dict(),
-                    "data_rng": data_rng.get_state(), "state": state, "hyperparameters": hp}, tmp)
-        os.replace(tmp, path)
+        save_checkpoint(path, assistant, optimizer, data_rng, state, hyperparameters=hp)
 
     data = torch.from_numpy(tokens.astype(np.int64))
     assistant.train()

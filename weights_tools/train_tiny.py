@@ -221,6 +221,32 @@ def load_initial_weights(model, directory: str) -> None:
 CHECKPOINT = "checkpoint.pt"
 
 
+def resume(path: str, model, optimizer, data_rng, quiet: bool) -> dict | None:
+    """Load a training checkpoint into model, optimizer and data generator; its state, or None
+    when there is none yet."""
+    import torch
+
+    if not os.path.exists(path):
+        return None
+    saved = torch.load(path, weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    data_rng.set_state(saved["data_rng"])
+    if not quiet:
+        print(f"resumed from {path} at step {saved['state']['step']}", flush=True)
+    return saved["state"]
+
+
+def save_checkpoint(path: str, model, optimizer, data_rng, state: dict, **extra) -> None:
+    """What `resume` reads, plus `extra` entries; atomic: a kill mid-save leaves the previous one intact."""
+    import torch
+
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_rng.get_state(),
+                "state": state, **extra}, tmp)
+    os.replace(tmp, path)
+
+
 def train(config: dict, tokens: np.ndarray, work: str, hp: dict, stop_after: int | None = None, quiet=False,
           mask: np.ndarray | None = None, init: str | None = None):
     """Train until hp["steps"] (or `stop_after` steps, to simulate an interruption), resuming from
@@ -251,23 +277,10 @@ def _train(config, tokens, work, hp, stop_after, quiet, mask=None, init=None):
 
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, CHECKPOINT)
-    if os.path.exists(path):
-        saved = torch.load(path, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        data_rng.set_state(saved["data_rng"])
-        state = saved["state"]
-        if not quiet:
-            print(f"resumed from {path} at step {state['step']}", flush=True)
+    state = resume(path, model, optimizer, data_rng, quiet) or state
 
     def save():
-        tmp = path + ".tmp"
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_rng.get_state(),
-             "state": state, "config": config, "hyperparameters": hp},
-            tmp,
-        )
-        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+        save_checkpoint(path, model, optimizer, data_rng, state, config=config, hyperparameters=hp)
 
     data = torch.from_numpy(tokens.astype(np.int64))
     loss_mask = None if mask is None else torch.from_numpy(mask.astype(np.uint8))

@@ -101,7 +101,7 @@ def check_flags(args) -> None:
 
 
 def load_with_progress(path, kernels=None, mmproj=None):
-    from ..model import load
+    from ..loading import load
 
     start = time.perf_counter()
     model = load(path, kernels=kernels, mmproj=mmproj)

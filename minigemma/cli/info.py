@@ -19,7 +19,7 @@ def add_info(sub) -> None:
 
 
 def run_info(args) -> int:
-    from ..model import load
+    from ..loading import load
 
     model = load(args.model, kernels=args.kernels, mmproj=args.mmproj)
     for line in describe(model):

@@ -73,7 +73,8 @@ def add_trace(sub) -> None:
 
 def run_trace(args) -> int:
     from ..unified.config import load_model_config
-    from ..model import check_token_ids, default_model_path, is_gguf, load
+    from ..loading import is_gguf, load
+    from ..model import check_token_ids, default_model_path
     from ..verify.trace_file import save_trace
 
     if args.engine == "llama.cpp":

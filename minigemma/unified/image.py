@@ -19,19 +19,16 @@ positions, padding) equals the reference's functions exactly (tests/test_unified
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
 from ..vision.image import (
     PAD_POSITION,
-    SUPPORTED_SOFT_TOKENS,
     check_array,
     grid_positions,
-    load_image,
+    image_list,
     patchify,
     target_size,
     to_rgb,
@@ -83,16 +80,9 @@ def preprocess(images, max_soft_tokens: int = 280, patch_size: int = 16, pooling
                video: bool = False) -> UnifiedImageInputs:
     """Images (file paths, Pillow images or (h, w, 3) uint8 arrays) -> the unified model's inputs.
     `video`: the frames of a video (`Gemma4UnifiedVideoProcessor`: the same steps, pixels divided by 255)."""
-    if max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
-        raise InputError(f"max_soft_tokens: expected one of {SUPPORTED_SOFT_TOKENS}, found {max_soft_tokens!r}")
-    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray):
-        images = [images]
-    if len(images) == 0:
-        raise InputError("images: expected at least one image, found none")
     k = pooling_kernel_size
     pixels, positions, counts = [], [], []
-    for im in images:
-        im = load_image(im) if isinstance(im, str | os.PathLike) else im
+    for im in image_list(images, max_soft_tokens):
         rgb = resized_rgb(im, max_soft_tokens * k**2, patch_size, k)
         pixels_01 = rescale(rgb, video)  # (3, h, w) in [0, 1]
         patches, pos = merged_patches(pixels_01, patch_size, k)

@@ -123,6 +123,18 @@ def check_array(image) -> np.ndarray:
     return arr
 
 
+def image_list(images, max_soft_tokens: int) -> list:
+    """One image or several (paths loaded, Pillow images and arrays as given) -> a non-empty list,
+    after checking `max_soft_tokens` is a size the processor supports."""
+    if max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
+        raise InputError(f"max_soft_tokens: expected one of {SUPPORTED_SOFT_TOKENS}, found {max_soft_tokens!r}")
+    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray):
+        images = [images]
+    if len(images) == 0:
+        raise InputError("images: expected at least one image, found none")
+    return [load_image(im) if isinstance(im, str | os.PathLike) else im for im in images]
+
+
 def preprocess(
     images,
     max_soft_tokens: int = DEFAULT_SOFT_TOKENS,
@@ -130,17 +142,8 @@ def preprocess(
     pooling_kernel_size: int = POOLING_KERNEL_SIZE,
 ) -> ImageInputs:
     """Images (file paths, Pillow images or (h, w, 3) uint8 arrays) -> encoder inputs."""
-    if max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
-        raise InputError(f"max_soft_tokens: expected one of {SUPPORTED_SOFT_TOKENS}, found {max_soft_tokens!r}")
-    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray):
-        images = [images]
-    if len(images) == 0:
-        raise InputError("images: expected at least one image, found none")
     max_patches = max_soft_tokens * pooling_kernel_size**2
-    done = [
-        preprocess_one(load_image(im) if isinstance(im, str | os.PathLike) else im, max_patches, patch_size, pooling_kernel_size)
-        for im in images
-    ]
+    done = [preprocess_one(im, max_patches, patch_size, pooling_kernel_size) for im in image_list(images, max_soft_tokens)]
     return ImageInputs(
         pixel_values=np.stack([p for p, _, _ in done]),
         image_position_ids=np.stack([q for _, q, _ in done]),
